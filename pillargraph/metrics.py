@@ -1,0 +1,158 @@
+r"""Retrieval metrics: Recall@K, median and mean rank, rSum, and the MS-COCO 1K fold protocol.
+
+Ranks are 1-based and ties count against the query: the rank of a positive is
+one plus the number of gallery items, other than itself, that score greater
+than or equal to it. A constant score matrix therefore never earns recall.
+Image-to-text retrieval uses the best-ranked caption of the image.
+
+Everything is vectorised and chunked: a 5000 x 25000 matrix evaluates in
+seconds. Inputs may be numpy arrays or torch tensors on any device.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .bundle import ArrayLike, SimilarityBundle
+
+__all__ = ["evaluate", "evaluate_folds", "i2t_ranks", "t2i_ranks", "recall_at_k", "METRIC_KEYS"]
+
+#: Keys of :func:`evaluate`'s result for the default ``ks=(1, 5, 10)``.
+METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
+               "i2t_medr", "i2t_meanr", "t2i_medr", "t2i_meanr")
+
+_CHUNK_ELEMENTS = 1 << 24  # bounds the temporary boolean matrix of a rank count
+
+
+def _inputs(sim_i2t: ArrayLike, txt2img: ArrayLike) -> tuple[Tensor, Tensor]:
+    s = sim_i2t if isinstance(sim_i2t, Tensor) else torch.as_tensor(np.asarray(sim_i2t))
+    t = txt2img if isinstance(txt2img, Tensor) else torch.as_tensor(np.asarray(txt2img))
+    if s.dim() != 2:
+        raise ValueError(f"sim_i2t: expected shape (N x M), got {tuple(s.shape)}")
+    if not s.is_floating_point():
+        s = s.double()
+    if t.dim() != 1 or t.numel() != s.shape[1]:
+        raise ValueError(f"txt2img: expected shape ({s.shape[1]},), got {tuple(t.shape)}")
+    t = t.to(device=s.device, dtype=torch.long)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= s.shape[0]):
+        raise ValueError(f"txt2img: values must lie in [0, {s.shape[0]})")
+    if bool(torch.isnan(s).any()):
+        raise ValueError("sim_i2t: contains NaN")
+    return s, t
+
+
+def _pos_scores(s: Tensor, t: Tensor) -> Tensor:
+    """Score of each caption against its own image, shape [M]."""
+    return s[t, torch.arange(t.numel(), device=s.device)]
+
+
+def i2t_ranks(sim_i2t: ArrayLike, txt2img: ArrayLike) -> Tensor:
+    """1-based rank of each image's best-ranked caption, shape :obj:`[N]`.
+
+    An image without captions gets rank ``M + 1`` (it can never be a hit).
+    """
+    s, t = _inputs(sim_i2t, txt2img)
+    n, m = s.shape
+    pos = _pos_scores(s, t)
+    best = torch.full((n,), float("inf"), dtype=s.dtype, device=s.device)
+    best = best.scatter_reduce(0, t, pos, reduce="amax", include_self=False)
+    ranks = torch.full((n,), m + 1, dtype=torch.long, device=s.device)
+    has = torch.bincount(t, minlength=n) > 0
+    step = max(1, _CHUNK_ELEMENTS // max(m, 1))
+    for a in range(0, n, step):
+        # the best positive counts itself, so the count equals 1 + others >= it
+        cnt = (s[a:a + step] >= best[a:a + step, None]).sum(dim=1)
+        ranks[a:a + step] = torch.where(has[a:a + step], cnt, ranks[a:a + step])
+    return ranks
+
+
+def t2i_ranks(sim_i2t: ArrayLike, txt2img: ArrayLike) -> Tensor:
+    """1-based rank of each caption's image, shape :obj:`[M]`."""
+    s, t = _inputs(sim_i2t, txt2img)
+    n, m = s.shape
+    pos = _pos_scores(s, t)
+    ranks = torch.empty(m, dtype=torch.long, device=s.device)
+    step = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    for a in range(0, m, step):
+        ranks[a:a + step] = (s[:, a:a + step] >= pos[None, a:a + step]).sum(dim=0)
+    return ranks
+
+
+def recall_at_k(ranks: ArrayLike, k: int) -> float:
+    """Percentage of queries whose rank is at most ``k``."""
+    r = ranks if isinstance(ranks, Tensor) else torch.as_tensor(np.asarray(ranks))
+    return 100.0 * float((r <= k).double().mean())
+
+
+def _summary(prefix: str, ranks: Tensor, ks: Sequence[int]) -> Dict[str, float]:
+    out = {f"{prefix}_r{k}": recall_at_k(ranks, k) for k in ks}
+    r = ranks.double().cpu().numpy()
+    out[f"{prefix}_medr"] = float(np.floor(np.median(r)))
+    out[f"{prefix}_meanr"] = float(r.mean())
+    return out
+
+
+def evaluate(sim_i2t: Union[ArrayLike, SimilarityBundle], txt2img: ArrayLike = None,
+             ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
+    r"""Recall@K in both directions, rSum, median and mean rank.
+
+    Args:
+        sim_i2t: :obj:`[N, M]` image-to-text scores, or a
+            :class:`~pillargraph.SimilarityBundle` (then ``txt2img`` is taken from it).
+        txt2img: :obj:`[M]` image index of each caption.
+        ks: cut-offs for Recall@K (default: ``(1, 5, 10)``).
+
+    Returns:
+        A dict with ``i2t_r{k}`` and ``t2i_r{k}`` (percent) for each ``k``,
+        ``rsum`` (the sum of all recalls), and ``i2t_medr``, ``i2t_meanr``,
+        ``t2i_medr``, ``t2i_meanr`` (1-based ranks).
+    """
+    if isinstance(sim_i2t, SimilarityBundle):
+        txt2img = sim_i2t.txt2img if txt2img is None else txt2img
+        sim_i2t = sim_i2t.sim_i2t
+    if txt2img is None:
+        raise ValueError("txt2img: required when sim_i2t is a matrix")
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks: expected positive cut-offs, got {ks}")
+    i2t = _summary("i2t", i2t_ranks(sim_i2t, txt2img), ks)
+    t2i = _summary("t2i", t2i_ranks(sim_i2t, txt2img), ks)
+    out: Dict[str, float] = {}
+    out.update({f"i2t_r{k}": i2t[f"i2t_r{k}"] for k in ks})
+    out.update({f"t2i_r{k}": t2i[f"t2i_r{k}"] for k in ks})
+    out["rsum"] = sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in ks)
+    for key in ("i2t_medr", "i2t_meanr"):
+        out[key] = i2t[key]
+    for key in ("t2i_medr", "t2i_meanr"):
+        out[key] = t2i[key]
+    return out
+
+
+def fold_slices(num_images: int, folds: int) -> list[np.ndarray]:
+    """Consecutive image index blocks of the fold protocol (as even as possible)."""
+    if folds < 1 or folds > num_images:
+        raise ValueError(f"folds: expected 1..{num_images}, got {folds}")
+    return np.array_split(np.arange(num_images), folds)
+
+
+def evaluate_folds(sim_i2t: Union[ArrayLike, SimilarityBundle], txt2img: ArrayLike = None,
+                   folds: int = 5, ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
+    """The MS-COCO 1K protocol: metrics averaged over consecutive image folds.
+
+    Images are split into ``folds`` consecutive blocks (1000 each for the 5K
+    test set); each block is evaluated against its own captions only, and the
+    metrics (rSum included) are averaged over the blocks.
+    """
+    if isinstance(sim_i2t, SimilarityBundle):
+        txt2img = sim_i2t.txt2img if txt2img is None else txt2img
+        sim_i2t = sim_i2t.sim_i2t
+    s, t = _inputs(sim_i2t, txt2img)
+    results = []
+    for block in fold_slices(s.shape[0], folds):
+        lo, hi = int(block[0]), int(block[-1]) + 1
+        texts = ((t >= lo) & (t < hi)).nonzero().flatten()
+        results.append(evaluate(s[lo:hi][:, texts], t[texts] - lo, ks=ks))
+    return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
