@@ -1,4 +1,24 @@
-"""Query graphs: one :class:`~torch_geometric.data.HeteroData` per query neighbourhood."""
-from .batch import DIRECTIONS, IMAGE, NODE_TYPES, TEXT, GraphBatch, check_direction
+"""Query graphs: every query neighbourhood as a :class:`~torch_geometric.data.HeteroData`.
 
-__all__ = ["GraphBatch", "IMAGE", "TEXT", "NODE_TYPES", "DIRECTIONS", "check_direction"]
+:class:`PillarGraphBuilder` computes pillar features and overlap adjacencies
+for all queries of a split at once; :class:`QueryGraphDataset` stores them as
+batched tensors, hands out :class:`~torch_geometric.data.HeteroData` per graph
+and dense :class:`GraphBatch` stacks for fast training.
+"""
+from .batch import GraphBatch
+from .builder import PillarGraphBuilder, positive_sample
+from .dataset import QueryGraphDataset, from_hetero_batch, to_hetero_data
+from .overlap import NeighborTables, neighbor_tables, overlap_adjacency, overlap_counts
+
+__all__ = [
+    "PillarGraphBuilder",
+    "QueryGraphDataset",
+    "GraphBatch",
+    "to_hetero_data",
+    "from_hetero_batch",
+    "positive_sample",
+    "NeighborTables",
+    "neighbor_tables",
+    "overlap_counts",
+    "overlap_adjacency",
+]

@@ -7,22 +7,9 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-__all__ = ["GraphBatch", "IMAGE", "TEXT", "NODE_TYPES", "DIRECTIONS", "check_direction"]
+from ..modality import DIRECTIONS, IMAGE, NODE_TYPES, TEXT, check_direction  # noqa: F401
 
-#: Node type ids used in :attr:`GraphBatch.node_type`.
-IMAGE, TEXT = 0, 1
-#: Node type names, indexed by id (the :class:`~torch_geometric.data.HeteroData` node types).
-NODE_TYPES = ("image", "text")
-#: The two retrieval directions.
-DIRECTIONS = ("i2t", "t2i")
-
-
-def check_direction(direction: str) -> str:
-    """Return ``direction`` or raise :class:`ValueError` listing the valid ones."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction: unknown direction {direction!r}; expected one of {list(DIRECTIONS)}")
-    return direction
-
+__all__ = ["GraphBatch"]
 
 @dataclass
 class GraphBatch:
