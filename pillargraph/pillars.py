@@ -107,6 +107,17 @@ class Pillars:
         """Pillars per half, ``L``."""
         return self.inter.shape[1]
 
+    def __len__(self) -> int:
+        return self.queries.numel()
+
+    def __getitem__(self, index) -> "Pillars":
+        """The pillars of a subset of the queries."""
+        return Pillars(self.direction, self.queries[index], self.inter[index], self.intra[index])
+
+    def to(self, device) -> "Pillars":
+        """A copy on ``device``."""
+        return Pillars(self.direction, self.queries.to(device), self.inter.to(device), self.intra.to(device))
+
 
 def select_pillars(source: SimilaritySource, direction: str, queries: Tensor,
                    num_pillars: int = 64, include_self: bool = True) -> Pillars:

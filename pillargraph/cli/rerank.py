@@ -1,0 +1,49 @@
+"""``pillargraph rerank --checkpoint RUN_DIR/best.pt BUNDLE.npz --out OUT.npz``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..bundle import SimilarityBundle
+from ..metrics import evaluate
+from ..rerank import OUTPUTS, rerank
+from ..train import model_from_checkpoint
+from . import CLIError
+from .evaluate import format_metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CLIError(f"--out {out} exists; pass --force to replace it")
+    model = model_from_checkpoint(args.checkpoint, map_location=args.device or "cpu")
+    bundle = SimilarityBundle.load(args.bundle)
+    fusion = None
+    if args.fusion_weight is not None:
+        parts = [float(v) for v in args.fusion_weight.split(",")]
+        if len(parts) not in (1, 2):
+            raise CLIError("--fusion-weight: expected W or W_I2T,W_T2I")
+        fusion = parts[0] if len(parts) == 1 else tuple(parts)
+    used = fusion if fusion is not None else (model.fusion_weights or 1.0)
+    result = rerank(model, bundle, fusion=fusion, output=args.output, device=args.device)
+    result.save(out)
+    print(format_metrics(evaluate(bundle), "base"))
+    print(format_metrics(evaluate(result), f"re-ranked ({args.output}, fusion weights {used})"))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("rerank", help="re-rank a bundle with a trained checkpoint",
+                       description="Re-rank a bundle's top candidates with a trained re-ranker.")
+    p.add_argument("bundle", help="bundle .npz to re-rank")
+    p.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt from `pillargraph train`")
+    p.add_argument("--out", required=True, help="output bundle .npz (re-ranked sim_i2t)")
+    p.add_argument("--output", default="fused", choices=OUTPUTS,
+                   help="fused directions (default) or one direction re-ranked")
+    p.add_argument("--fusion-weight", default=None,
+                   help="weight of the learned scores against the base, W or W_I2T,W_T2I "
+                        "(default: the dev-selected weights stored in the checkpoint; 0 = base ranking)")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cpu)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=run)

@@ -1,0 +1,81 @@
+"""``pillargraph train --train T.npz --dev D.npz --out RUN_DIR [options]``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..bundle import SimilarityBundle
+from ..graphs import PillarGraphBuilder
+from ..nn import PillarReranker
+from ..train import TrainConfig, Trainer
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Graph, model and training options shared by ``train`` and ``demo``."""
+    g = p.add_argument_group("graphs")
+    g.add_argument("--num-pillars", type=int, default=32, help="pillars per half, L (paper: 64)")
+    g.add_argument("--k-i2t", type=int, default=32, help="nodes of an image query's graph (31 candidates)")
+    g.add_argument("--k-t2i", type=int, default=8, help="nodes of a caption query's graph (7 candidates)")
+    g.add_argument("--overlap-neighbors", type=int, default=10, help="C, neighbours compared for overlap")
+    g.add_argument("--sparsity", type=float, default=0.8, help="gamma of the overlap sparsification")
+    g.add_argument("--anchor", default="both", choices=("both", "inter", "intra"),
+                   help="pillar halves to use (ablation: inter-only, intra-only)")
+    m = p.add_argument_group("model")
+    m.add_argument("--layer", default="neighbor_attention",
+                   help="reasoning layer: neighbor_attention, transformer, gatv2, gat, gcn, sage, gin, graph")
+    m.add_argument("--hidden", type=int, default=128, help="hidden channels (paper: 768)")
+    m.add_argument("--layers", type=int, default=2, help="reasoning layers")
+    m.add_argument("--heads", type=int, default=4, help="attention heads (paper: 24)")
+    m.add_argument("--dropout", type=float, default=0.1)
+    m.add_argument("--no-edge-weight", action="store_true", help="ablation: ignore overlap edge weights")
+    m.add_argument("--share-directions", action="store_true", help="one network for both directions")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    t.add_argument("--lr", type=float, default=TrainConfig.lr)
+    t.add_argument("--optimizer", default=TrainConfig.optimizer, choices=("adamw", "sgd"))
+    t.add_argument("--patience", type=int, default=TrainConfig.patience)
+    t.add_argument("--no-align", action="store_true", help="ablation: no structure-alignment loss")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+
+
+def components(args: argparse.Namespace):
+    """Builder, model and training config from parsed arguments."""
+    builder = PillarGraphBuilder(num_pillars=args.num_pillars, k_i2t=args.k_i2t, k_t2i=args.k_t2i,
+                                 overlap_neighbors=args.overlap_neighbors, sparsity=args.sparsity,
+                                 anchor=args.anchor)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         optimizer=args.optimizer, patience=args.patience, seed=args.seed,
+                         alignment=0.0 if args.no_align else TrainConfig.alignment,
+                         mirror_contrastive=0.0 if args.no_align else TrainConfig.mirror_contrastive)
+    import torch
+    torch.manual_seed(args.seed)
+    model = PillarReranker(builder.num_features, layer=args.layer, hidden_channels=args.hidden,
+                           num_layers=args.layers, heads=args.heads, dropout=args.dropout,
+                           share_directions=args.share_directions,
+                           use_edge_weight=not args.no_edge_weight)
+    return builder, model, config
+
+
+def run(args: argparse.Namespace) -> int:
+    train = SimilarityBundle.load(args.train)
+    dev = SimilarityBundle.load(args.dev)
+    builder, model, config = components(args)
+    trainer = Trainer(model, builder, config, out_dir=args.out, device=args.device)
+    result = trainer.fit(train, dev, resume=args.resume)
+    print(json.dumps({"best_epoch": result.best_epoch, "best_dev_rsum": result.best_dev_rsum,
+                      "epochs_run": result.epochs_run, "fusion": result.fusion,
+                      "checkpoint": str(args.out) + "/best.pt"}, indent=2))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a re-ranker on a train split, selecting on a dev split",
+                       description="Train a learned pillar re-ranker.")
+    p.add_argument("--train", required=True, help="training bundle .npz")
+    p.add_argument("--dev", required=True, help="dev bundle .npz (model and fusion-weight selection)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, config.json, metrics.jsonl)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    add_model_arguments(p)
+    p.set_defaults(func=run)

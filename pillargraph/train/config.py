@@ -1,0 +1,96 @@
+"""Training configuration."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional
+
+__all__ = ["TrainConfig"]
+
+_OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (saved in every checkpoint and results file).
+
+    Args:
+        epochs (int): passes over the training captions (default: :obj:`10`).
+        batch_size (int): caption items per step; each carries its caption's
+            t2i graph, its image's i2t graph and both mirrored lists (default: :obj:`128`).
+        optimizer (str): ``'adamw'`` or ``'sgd'`` (momentum 0.9, the prototype's)
+            (default: :obj:`'adamw'`).
+        lr (float): peak learning rate (default: :obj:`1e-3`).
+        weight_decay (float): decoupled weight decay (default: :obj:`1e-4`).
+        warmup_steps (int): linear warm-up before the per-step cosine decay (default: :obj:`50`).
+        min_lr_ratio (float): final learning rate as a fraction of ``lr`` (default: :obj:`0.01`).
+        grad_clip (float, optional): max gradient norm; ``None`` disables (default: :obj:`1.0`).
+        amp (bool, optional): bfloat16 autocast; ``None`` means on for CUDA only (default).
+        seed (int): seeds initialisation, shuffling, dropout and positive sampling (default: :obj:`0`).
+        patience (int, optional): stop after this many evaluations without a dev
+            rSum improvement; ``None`` never stops early (default: :obj:`4`).
+        eval_every (int): evaluate on dev every this many epochs (default: :obj:`1`).
+        contrastive (float): weight of the multi-positive contrastive loss (default: :obj:`1.0`).
+        triplet (float): weight of the local triplet loss (default: :obj:`1.0`).
+        alignment (float): weight of the structure-alignment KL terms; ``0``
+            disables the mirrored lists altogether (default: :obj:`1.0`).
+        mirror_contrastive (float): weight of the contrastive loss on the
+            mirrored lists (default: :obj:`1.0`).
+        hinge (float): weight of the optional hinge against the base top-K
+            minimum (default: :obj:`0.0`; write-back makes it unnecessary).
+        tau (float): contrastive temperature (default: :obj:`0.1`).
+        margin (float): triplet margin (default: :obj:`0.2`).
+        align_tau (float): temperature of the alignment softmaxes (default: :obj:`0.1`).
+        select_fusion (bool): after training, choose the base-score fusion weights
+            on the dev split and store them with the best checkpoint (default: :obj:`True`).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.01
+    grad_clip: Optional[float] = 1.0
+    amp: Optional[bool] = None
+    seed: int = 0
+    patience: Optional[int] = 4
+    eval_every: int = 1
+    contrastive: float = 1.0
+    triplet: float = 1.0
+    alignment: float = 1.0
+    mirror_contrastive: float = 1.0
+    hinge: float = 0.0
+    tau: float = 0.1
+    margin: float = 0.2
+    align_tau: float = 0.1
+    select_fusion: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown optimizer {self.optimizer!r}; expected one of {list(_OPTIMIZERS)}")
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "tau", "align_tau"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "warmup_steps", "contrastive", "triplet", "alignment",
+                     "mirror_contrastive", "hinge", "margin"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be non-negative, got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience: must be at least 1 or None, got {self.patience}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-dict form (JSON- and checkpoint-friendly)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ValueError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config: unknown training option(s) {unknown}")
+        return cls(**data)

@@ -1,0 +1,360 @@
+"""Training a :class:`~pillargraph.nn.PillarReranker`: batches, losses, schedule, checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .. import __version__
+from ..bundle import SimilarityBundle
+from ..graphs.batch import GraphBatch
+from ..graphs.builder import PillarGraphBuilder
+from ..graphs.dataset import QueryGraphDataset, atomic_torch_save
+from ..losses import PillarLoss
+from ..metrics import evaluate
+from ..nn import PillarReranker
+from ..rerank import FusionChoice, _combine, rerank_scores, select_fusion_weights
+from .config import TrainConfig
+
+__all__ = ["Trainer", "TrainResult", "TrainingBatch", "load_checkpoint", "model_from_checkpoint",
+           "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainingBatch:
+    """The four graph batches of one training step (method.md, section 5).
+
+    For caption items ``t`` with images ``i``: ``t2i`` holds the captions'
+    graphs, ``i2t`` their images' graphs; ``mirror_t2i`` is the t2i-shaped
+    mirror of each image's list with query ``t`` (scored by the t2i network),
+    ``mirror_i2t`` the i2t-shaped mirror of each caption's list with query ``i``.
+    The mirrors are ``None`` when the alignment loss is off.
+    """
+
+    i2t: GraphBatch
+    t2i: GraphBatch
+    mirror_t2i: Optional[GraphBatch] = None
+    mirror_i2t: Optional[GraphBatch] = None
+
+    def to(self, device) -> "TrainingBatch":
+        return TrainingBatch(*(None if g is None else g.to(device, non_blocking=True)
+                               for g in (self.i2t, self.t2i, self.mirror_t2i, self.mirror_i2t)))
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    best_epoch: int
+    best_dev_rsum: float
+    epochs_run: int
+    history: List[Dict[str, Any]] = field(repr=False)
+    fusion: Optional[Dict[str, float]] = None
+    out_dir: Optional[Path] = None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a pillargraph checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a pillargraph checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def model_from_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> PillarReranker:
+    """Rebuild the trained model of a checkpoint, with its builder config and fusion weights."""
+    state = load_checkpoint(path, map_location)
+    model = PillarReranker.from_config(state["model_config"])
+    model.load_state_dict(state["model"])
+    model.builder_config = dict(state["builder_config"])
+    model.fusion_weights = state.get("fusion")
+    return model.eval()
+
+
+class Trainer:
+    """Trains a re-ranker on a train split, selecting by dev rSum.
+
+    One run lives in ``out_dir``: ``last.pt`` (written atomically after every
+    epoch, with optimiser state, so :meth:`fit` resumes after an interruption
+    and finishes exactly as an uninterrupted run would), ``best.pt`` (the best
+    dev rSum so far, plus the chosen fusion weights at the end), ``config.json``
+    and ``metrics.jsonl`` (one JSON line per epoch; TensorBoard events too when
+    ``tensorboard`` is installed).
+
+    Reproducibility: the model is initialised from ``config.seed``; each epoch
+    re-seeds shuffling, dropout and positive sampling from ``(seed, epoch)``,
+    which is what makes resuming exact.
+
+    Args:
+        model (PillarReranker): the model to train.
+        builder (PillarGraphBuilder): how graphs are built (kept with the checkpoints).
+        config (TrainConfig, optional): training options.
+        out_dir (str or Path, optional): run folder; ``None`` keeps nothing on disk.
+        device (str or torch.device, optional): where to train (default: CPU).
+        progress (bool, optional): show a progress bar (default: when stderr is a terminal).
+    """
+
+    def __init__(self, model: PillarReranker, builder: PillarGraphBuilder,
+                 config: Optional[TrainConfig] = None, out_dir: Union[str, os.PathLike, None] = None,
+                 device: Union[str, torch.device, None] = None, progress: Optional[bool] = None) -> None:
+        self.config = config or TrainConfig()
+        self.builder = builder
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.model = model.to(self.device)
+        self.model.builder_config = builder.config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        c = self.config
+        self.loss_fn = PillarLoss(contrastive=c.contrastive, triplet=c.triplet, alignment=c.alignment,
+                                  mirror_contrastive=c.mirror_contrastive, hinge=c.hinge, tau=c.tau,
+                                  margin=c.margin, align_tau=c.align_tau)
+        self.amp = self.device.type == "cuda" if c.amp is None else bool(c.amp)
+        self.optimizer = self._make_optimizer()
+        self._writer = None
+
+    # ------------------------------------------------------------ pieces
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Linear warm-up, then per-step cosine decay to ``min_lr_ratio * lr``."""
+        c = self.config
+        if step < c.warmup_steps:
+            return c.lr * (step + 1) / c.warmup_steps
+        span = max(1, total_steps - c.warmup_steps)
+        progress = min(1.0, (step - c.warmup_steps) / span)
+        return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def prepare(self, train: SimilarityBundle) -> Dict[str, Any]:
+        """Build (once) every graph of the train split, for both directions."""
+        source = self.builder.source(train)
+        return {"source": source,
+                "i2t": self.builder.build(source, "i2t"),
+                "t2i": self.builder.build(source, "t2i")}
+
+    def make_batch(self, data: Dict[str, Any], captions: Tensor, generator: torch.Generator) -> TrainingBatch:
+        """The :class:`TrainingBatch` of the given training captions."""
+        source = data["source"]
+        i2t_ds: QueryGraphDataset = data["i2t"]
+        t2i_ds: QueryGraphDataset = data["t2i"]
+        captions = captions.to(source.txt2img.device)
+        images = source.txt2img[captions]
+        g_t2i = t2i_ds.batch(captions)
+        g_i2t = i2t_ds.batch(images)
+        if self.config.alignment == 0 and self.config.mirror_contrastive == 0:
+            return TrainingBatch(g_i2t, g_t2i)
+        m_t2i = self.builder.mirror(source, g_i2t, captions, t2i_ds.pillars[captions], generator)
+        m_i2t = self.builder.mirror(source, g_t2i, images, i2t_ds.pillars[images], generator)
+        return TrainingBatch(g_i2t, g_t2i, m_t2i, m_i2t)
+
+    def step_loss(self, batch: TrainingBatch) -> tuple:
+        """Scores of the four lists and the loss of one step: ``(total, parts)``."""
+        scores = {"i2t": self.model(batch.i2t), "t2i": self.model(batch.t2i)}
+        if batch.mirror_t2i is not None:
+            scores["mirror_t2i"] = self.model(batch.mirror_t2i)
+            scores["mirror_i2t"] = self.model(batch.mirror_i2t)
+        return self.loss_fn(scores, batch)
+
+    @torch.no_grad()
+    def evaluate_dev(self, dev: SimilarityBundle, dev_graphs: Dict[str, QueryGraphDataset]) -> Dict[str, float]:
+        """Dev metrics of the learned scores alone (fusion weight 1, both directions fused)."""
+        scored = rerank_scores(self.model, dev, self.builder, dev_graphs, device=self.device)
+        return evaluate(_combine(dev, scored, 1.0, 1.0, "fused"), dev.txt2img)
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self, epoch: int, step: int, history: list, best: dict, bad_evals: int,
+               fusion: Optional[dict] = None) -> Dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "version": __version__,
+                "model_config": self.model.to_config(), "builder_config": self.builder.config,
+                "train_config": self.config.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step,
+                "history": history, "best": best, "bad_evals": bad_evals, "fusion": fusion}
+
+    def _log(self, record: Dict[str, Any]) -> None:
+        if self.out_dir is None:
+            return
+        with open(self.out_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self._writer.add_scalar(key, value, record["epoch"])
+            for key, value in record.get("dev", {}).items():
+                self._writer.add_scalar(f"dev/{key}", value, record["epoch"])
+
+    def _open_run(self, resume: bool) -> Optional[Dict[str, Any]]:
+        if self.out_dir is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        last = self.out_dir / "last.pt"
+        state = None
+        if last.exists():
+            if not resume:
+                raise ValueError(f"out_dir: {self.out_dir} already holds a run (last.pt); resume it "
+                                 f"or choose another folder")
+            state = load_checkpoint(last, map_location=self.device)
+            saved = TrainConfig.from_dict(state["train_config"])
+            if saved != self.config:
+                raise ValueError(f"config: differs from the run in {self.out_dir}; resume with the "
+                                 f"same options")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            # keep the log consistent with the checkpoint: drop epochs after it
+            _atomic_write_text(self.out_dir / "metrics.jsonl",
+                               "".join(json.dumps(r) + "\n" for r in state["history"]))
+        else:
+            (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        _atomic_write_text(self.out_dir / "config.json", json.dumps(
+            {"version": __version__, "model": self.model.to_config(), "builder": self.builder.config,
+             "train": self.config.to_dict()}, indent=2))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self._writer = None
+        return state
+
+    # ------------------------------------------------------------ training
+    def fit(self, train: SimilarityBundle, dev: SimilarityBundle, resume: bool = True,
+            on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None) -> TrainResult:
+        """Train, evaluating on ``dev`` and keeping the best model by dev rSum.
+
+        Args:
+            train: the training split (its ground truth supervises the losses).
+            dev: the model-selection split.
+            resume: continue from ``out_dir/last.pt`` when it exists (default:
+                True); with ``False`` an existing run is an error, never overwritten.
+            on_epoch_end: called with each epoch's log record.
+
+        Returns:
+            A :class:`TrainResult`; the model holds the best weights afterwards.
+        """
+        c = self.config
+        state = self._open_run(resume)
+        data = self.prepare(train)
+        dev_graphs = {d: self.builder.build(dev, d) for d in ("i2t", "t2i")}
+        n_items = train.num_texts
+        steps_per_epoch = math.ceil(n_items / c.batch_size)
+        total_steps = steps_per_epoch * c.epochs
+        start_epoch, step, history = 0, 0, []
+        best = {"rsum": -math.inf, "epoch": -1}
+        bad_evals = 0
+        best_state = None
+        if state is not None:
+            start_epoch, step, history = state["epoch"] + 1, state["step"], list(state["history"])
+            best, bad_evals = dict(state["best"]), state["bad_evals"]
+            if best["epoch"] >= 0 and self.out_dir is not None and (self.out_dir / "best.pt").exists():
+                best_state = load_checkpoint(self.out_dir / "best.pt", self.device)["model"]
+        stopped = bad_evals >= c.patience if c.patience is not None else False
+        for epoch in range(start_epoch, c.epochs):
+            if stopped:
+                break
+            t0 = time.perf_counter()
+            torch.manual_seed(c.seed * 100_003 + epoch)
+            gen = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+            order = torch.randperm(n_items, generator=gen)
+            self.model.train()
+            sums: Dict[str, float] = {}
+            bar = None
+            if self.progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False)
+            for a in range(0, n_items, c.batch_size):
+                batch = self.make_batch(data, order[a:a + c.batch_size], gen).to(self.device)
+                lr = self.lr_at(step, total_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    loss, parts = self.step_loss(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                self.optimizer.step()
+                step += 1
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss):.4f}")
+            if bar is not None:
+                bar.close()
+            n_steps = steps_per_epoch
+            record: Dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr,
+                                      "train_time_s": time.perf_counter() - t0,
+                                      **{f"loss_{k}": v / n_steps for k, v in sums.items()}}
+            if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
+                metrics = self.evaluate_dev(dev, dev_graphs)
+                record["dev"] = metrics
+                if metrics["rsum"] > best["rsum"]:
+                    best = {"rsum": metrics["rsum"], "epoch": epoch}
+                    bad_evals = 0
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    if self.out_dir is not None:
+                        atomic_torch_save(self._state(epoch, step, history + [record], best, bad_evals),
+                                          self.out_dir / "best.pt")
+                else:
+                    bad_evals += 1
+                stopped = c.patience is not None and bad_evals >= c.patience
+            history.append(record)
+            self._log(record)
+            if self.out_dir is not None:
+                atomic_torch_save(self._state(epoch, step, history, best, bad_evals), self.out_dir / "last.pt")
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        fusion = None
+        if c.select_fusion:
+            choice: FusionChoice = select_fusion_weights(self.model, dev, self.builder, graphs=dev_graphs,
+                                                         device=self.device)
+            fusion = choice.as_dict()
+            self.model.fusion_weights = fusion
+            if self.out_dir is not None and (self.out_dir / "best.pt").exists():
+                best_ckpt = load_checkpoint(self.out_dir / "best.pt", self.device)
+                best_ckpt["fusion"] = fusion
+                atomic_torch_save(best_ckpt, self.out_dir / "best.pt")
+        if self._writer is not None:
+            self._writer.close()
+        return TrainResult(best_epoch=best["epoch"], best_dev_rsum=best["rsum"], epochs_run=len(history),
+                           history=history, fusion=fusion, out_dir=self.out_dir)
