@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -10,6 +9,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from .io import atomic_write
 
 __all__ = ["SimilarityBundle", "ArrayLike"]
 
@@ -261,18 +262,7 @@ class SimilarityBundle:
             raise ValueError(f"path: expected a .npz file name, got {path.name!r}")
         arrays = {name: getattr(self, name).detach().cpu().numpy()
                   for name in _FIELD_NAMES if getattr(self, name) is not None}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
         return path
 
     @classmethod

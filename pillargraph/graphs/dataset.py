@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
@@ -12,32 +11,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch_geometric.data import HeteroData
 
+from ..io import atomic_torch_save
 from ..modality import IMAGE, NODE_TYPES, TEXT
 from ..pillars import Pillars
 from .batch import GraphBatch
 
-__all__ = ["QueryGraphDataset", "to_hetero_data", "from_hetero_batch", "atomic_torch_save"]
+__all__ = ["QueryGraphDataset", "to_hetero_data", "from_hetero_batch"]
 
 RELATION = "overlaps"
 _FORMAT_VERSION = 1
-
-
-def atomic_torch_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
-    """:func:`torch.save` to a temporary file in the same folder, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def to_hetero_data(graphs: GraphBatch, i: int) -> HeteroData:

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from .. import __version__
 from ..bundle import SimilarityBundle
 from ..graphs.batch import GraphBatch
 from ..graphs.builder import PillarGraphBuilder
-from ..graphs.dataset import QueryGraphDataset, atomic_torch_save
+from ..graphs.dataset import QueryGraphDataset
+from ..io import atomic_torch_save, atomic_write_text
 from ..losses import PillarLoss
 from ..metrics import evaluate
 from ..nn import PillarReranker
@@ -62,20 +62,6 @@ class TrainResult:
     history: List[Dict[str, Any]] = field(repr=False)
     fusion: Optional[Dict[str, float]] = None
     out_dir: Optional[Path] = None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Dict[str, Any]:
@@ -240,11 +226,11 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             # keep the log consistent with the checkpoint: drop epochs after it
-            _atomic_write_text(self.out_dir / "metrics.jsonl",
+            atomic_write_text(self.out_dir / "metrics.jsonl",
                                "".join(json.dumps(r) + "\n" for r in state["history"]))
         else:
             (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        _atomic_write_text(self.out_dir / "config.json", json.dumps(
+        atomic_write_text(self.out_dir / "config.json", json.dumps(
             {"version": __version__, "model": self.model.to_config(), "builder": self.builder.config,
              "train": self.config.to_dict()}, indent=2))
         try:
