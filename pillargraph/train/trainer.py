@@ -175,11 +175,14 @@ class Trainer:
 
     def step_loss(self, batch: TrainingBatch) -> tuple:
         """Scores of the four lists and the loss of one step: ``(total, parts)``."""
-        scores = {"i2t": self.model(batch.i2t), "t2i": self.model(batch.t2i)}
-        if batch.mirror_t2i is not None:
-            scores["mirror_t2i"] = self.model(batch.mirror_t2i)
-            scores["mirror_i2t"] = self.model(batch.mirror_i2t)
-        return self.loss_fn(scores, batch)
+        m = self.model
+        mirrored = batch.mirror_t2i is not None
+        return self.loss_fn(m(batch.i2t), m(batch.t2i),
+                            m(batch.mirror_t2i) if mirrored else None,
+                            m(batch.mirror_i2t) if mirrored else None,
+                            y_i2t=batch.i2t.y, y_t2i=batch.t2i.y,
+                            mask_i2t=batch.i2t.candidate_mask, mask_t2i=batch.t2i.candidate_mask,
+                            base_i2t=batch.i2t.base_score, base_t2i=batch.t2i.base_score)
 
     @torch.no_grad()
     def evaluate_dev(self, dev: SimilarityBundle, dev_graphs: Dict[str, QueryGraphDataset]) -> Dict[str, float]:
