@@ -1,0 +1,32 @@
+r"""Training-free re-rankers that pillargraph compares against.
+
+Every method is a :class:`Reranker` subclass (one file each, with its
+published defaults) plus a functional form of the same name. Choose one by
+name with :func:`get_reranker` (``'alpha_qe'``, ``'AlphaQE'``, ``'alpha-qe'``)
+and score its output with :func:`evaluate_rescored`.
+
+To add a method: write ``pillargraph/baselines/my_method.py`` with a
+``Reranker`` subclass that sets ``name``, and import it below (one line);
+subclassing registers it with the resolver.
+"""
+from .bank import QueryBank
+from .base import DIRECTIONS, Reranker, RetrievalView, chunked_topk, resolve_chunk_size
+from .evaluate import evaluate_rescored
+from .resolver import available_rerankers, get_reranker, reranker_resolver
+
+# methods: one import line each (importing registers them)
+from .alpha_qe import AlphaQE, alpha_qe
+
+__all__ = [
+    "Reranker",
+    "RetrievalView",
+    "QueryBank",
+    "DIRECTIONS",
+    "chunked_topk",
+    "resolve_chunk_size",
+    "evaluate_rescored",
+    "available_rerankers",
+    "get_reranker",
+    "reranker_resolver",
+    "AlphaQE", "alpha_qe",
+]
