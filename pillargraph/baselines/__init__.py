@@ -16,6 +16,12 @@ from .resolver import available_rerankers, get_reranker, reranker_resolver
 
 # methods: one import line each (importing registers them)
 from .alpha_qe import AlphaQE, alpha_qe
+from .krnn import KRNN, krnn
+from .inverted_softmax import InvertedSoftmax, inverted_softmax
+from .qb_norm import QBNorm, qb_norm
+from .dual_softmax import DualSoftmax, dual_softmax
+from .nnn import NNN, nnn
+from .dbnorm import DBNorm, dbnorm
 
 __all__ = [
     "Reranker",
@@ -29,4 +35,10 @@ __all__ = [
     "get_reranker",
     "reranker_resolver",
     "AlphaQE", "alpha_qe",
+    "KRNN", "krnn",
+    "InvertedSoftmax", "inverted_softmax",
+    "QBNorm", "qb_norm",
+    "DualSoftmax", "dual_softmax",
+    "NNN", "nnn",
+    "DBNorm", "dbnorm",
 ]
