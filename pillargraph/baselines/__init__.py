@@ -16,6 +16,8 @@ from .resolver import available_rerankers, get_reranker, reranker_resolver
 
 # methods: one import line each (importing registers them)
 from .alpha_qe import AlphaQE, alpha_qe
+from .dba import DBA, dba
+from .diffusion import Diffusion, diffusion
 
 __all__ = [
     "Reranker",
@@ -29,4 +31,6 @@ __all__ = [
     "get_reranker",
     "reranker_resolver",
     "AlphaQE", "alpha_qe",
+    "DBA", "dba",
+    "Diffusion", "diffusion",
 ]
