@@ -18,6 +18,8 @@ from .resolver import available_rerankers, get_reranker, reranker_resolver
 from .alpha_qe import AlphaQE, alpha_qe
 from .dba import DBA, dba
 from .diffusion import Diffusion, diffusion
+from .ecn import ECN, ecn
+from .gnn_rerank import GNNRerank, gnn_rerank
 
 __all__ = [
     "Reranker",
@@ -33,4 +35,6 @@ __all__ = [
     "AlphaQE", "alpha_qe",
     "DBA", "dba",
     "Diffusion", "diffusion",
+    "ECN", "ecn",
+    "GNNRerank", "gnn_rerank",
 ]

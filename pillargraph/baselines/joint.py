@@ -11,6 +11,7 @@ and is never materialised whole: rows are built a chunk at a time.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from .base import RetrievalView, chunk_ranges, resolve_chunk_size
 
-__all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "sparse_rows"]
+__all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "sparse_rows", "sparse_matmul"]
 
 
 def joint_size(view: RetrievalView) -> int:
@@ -87,3 +88,10 @@ def sparse_rows(idx: Tensor, values: Tensor, num_cols: int) -> Tensor:
     ind = torch.stack([r[keep], idx[keep]])
     return torch.sparse_coo_tensor(ind, values[keep], (idx.shape[0], num_cols),
                                    check_invariants=False).coalesce()
+
+
+def sparse_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Sparse times sparse, coalesced (torch's beta-state CSR notice silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse.mm(a, b).coalesce()
