@@ -20,6 +20,7 @@ from .dba import DBA, dba
 from .diffusion import Diffusion, diffusion
 from .ecn import ECN, ecn
 from .gnn_rerank import GNNRerank, gnn_rerank
+from .k_reciprocal import KReciprocal, k_reciprocal
 
 __all__ = [
     "Reranker",
@@ -37,4 +38,5 @@ __all__ = [
     "Diffusion", "diffusion",
     "ECN", "ecn",
     "GNNRerank", "gnn_rerank",
+    "KReciprocal", "k_reciprocal",
 ]
