@@ -16,6 +16,11 @@ from .resolver import available_rerankers, get_reranker, reranker_resolver
 
 # methods: one import line each (importing registers them)
 from .alpha_qe import AlphaQE, alpha_qe
+from .dba import DBA, dba
+from .diffusion import Diffusion, diffusion
+from .ecn import ECN, ecn
+from .gnn_rerank import GNNRerank, gnn_rerank
+from .k_reciprocal import KReciprocal, k_reciprocal
 from .krnn import KRNN, krnn
 from .inverted_softmax import InvertedSoftmax, inverted_softmax
 from .qb_norm import QBNorm, qb_norm
@@ -35,6 +40,11 @@ __all__ = [
     "get_reranker",
     "reranker_resolver",
     "AlphaQE", "alpha_qe",
+    "DBA", "dba",
+    "Diffusion", "diffusion",
+    "ECN", "ecn",
+    "GNNRerank", "gnn_rerank",
+    "KReciprocal", "k_reciprocal",
     "KRNN", "krnn",
     "InvertedSoftmax", "inverted_softmax",
     "QBNorm", "qb_norm",

@@ -27,7 +27,7 @@ from ..bundle import SimilarityBundle
 from .bank import QueryBank
 
 __all__ = ["Reranker", "RetrievalView", "DIRECTIONS", "resolve_chunk_size", "chunk_ranges",
-           "chunked_topk", "normalize_name"]
+           "chunked_topk", "normalize_name", "fill_unreached"]
 
 #: The two retrieval directions, in the order results are reported.
 DIRECTIONS: tuple[str, ...] = ("i2t", "t2i")
@@ -156,6 +156,28 @@ def chunked_topk(scores: Tensor, k: int, chunk_size: Optional[int] = None,
             block[rows, rows + a] = float("-inf")
         vals[a:b], idx[a:b] = block.topk(k, dim=1)
     return vals, idx
+
+
+def fill_unreached(scores: Tensor, reached: Tensor, base: Tensor) -> Tensor:
+    """Rank the items a graph method never reached after the reached ones, in base order.
+
+    Graph methods (diffusion, ECN) give exactly zero to gallery items outside
+    the query's neighbourhood; left as ties they would all share the worst
+    rank. Here they keep the order of the base scores instead, strictly below
+    every reached item of the same row.
+
+    Args:
+        scores: :obj:`[Q, G]` method scores.
+        reached: :obj:`[Q, G]` bool, where ``scores`` are meaningful.
+        base: :obj:`[Q, G]` base scores that order the rest.
+    """
+    inf = torch.tensor(float("inf"), dtype=scores.dtype, device=scores.device)
+    lo = torch.where(reached, scores, inf).min(dim=1, keepdim=True).values
+    lo = torch.where(torch.isinf(lo), torch.zeros_like(lo), lo)
+    bmax = base.max(dim=1, keepdim=True).values
+    span = (bmax - base.min(dim=1, keepdim=True).values).clamp_min(torch.finfo(base.dtype).tiny)
+    fallback = lo - 1 - (bmax - base) / span  # within [lo - 2, lo - 1]
+    return torch.where(reached, scores, fallback.to(scores.dtype))
 
 
 class Reranker:
