@@ -117,8 +117,10 @@ class ComparisonReport:
         if self.command:
             out += [f"Command: `{self.command}`", ""]
         b = self.config.get("bundle", {})
+        bank = self.config.get("bank") or {}
+        bank_text = ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in bank.items()) or "none"
         out.append(f"Test bundle: {b.get('num_images')} images x {b.get('num_texts')} captions; "
-                   f"bank: {self.config.get('bank') or 'none'}; device: {self.config.get('device')}.")
+                   f"query bank: {bank_text}; device: {self.config.get('device')}.")
         out.append("")
         head = ["method", "i2t R@1", "i2t R@5", "i2t R@10", "t2i R@1", "t2i R@5", "t2i R@10",
                 "rSum", "Δ rSum", "time (s)", "intra", "bank", "embeddings", "transductive"]
