@@ -1,0 +1,97 @@
+r"""The joint query+gallery graph that k-reciprocal, ECN and GNN re-ranking work on.
+
+Items ``0..Q-1`` are the queries and ``Q..Q+G-1`` the gallery items of one
+:class:`~pillargraph.baselines.RetrievalView`; the joint similarity is the
+block matrix
+
+.. math::
+    J = \begin{pmatrix} S_{qq} & S_{qg} \\ S_{qg}^\top & S_{gg} \end{pmatrix}
+
+and is never materialised whole: rows are built a chunk at a time.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .base import RetrievalView, chunk_ranges, resolve_chunk_size
+
+__all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "sparse_rows", "sparse_matmul"]
+
+
+def joint_size(view: RetrievalView) -> int:
+    """Number of joint items ``T = Q + G``."""
+    return view.num_queries + view.num_gallery
+
+
+def joint_rows(view: RetrievalView, start: int, stop: int) -> Tensor:
+    """Dense rows ``start:stop`` of the joint similarity, shape :obj:`[stop - start, T]`."""
+    q = view.num_queries
+    parts = []
+    if start < q:
+        b = min(stop, q)
+        parts.append(torch.cat([view.query_intra[start:b].to(view.sim.dtype), view.sim[start:b]], 1))
+    if stop > q:
+        a = max(start, q)
+        parts.append(torch.cat([view.sim[:, a - q:stop - q].T,
+                                view.gallery_intra[a - q:stop - q].to(view.sim.dtype)], 1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+
+def joint_values(view: RetrievalView, rows: Tensor, cols: Tensor) -> Tensor:
+    """Entries ``J[rows[i], cols[i]]`` of the joint similarity (element-wise index pairs)."""
+    q = view.num_queries
+    out = torch.empty(rows.shape, dtype=view.sim.dtype, device=view.sim.device)
+    rq, cq = rows < q, cols < q
+    for rmask, cmask, mat, roff, coff, tr in (
+            (rq, cq, view.query_intra, 0, 0, False), (rq, ~cq, view.sim, 0, q, False),
+            (~rq, cq, view.sim, q, 0, True), (~rq, ~cq, view.gallery_intra, q, q, False)):
+        m = rmask & cmask
+        r, c = rows[m] - roff, cols[m] - coff
+        out[m] = (mat[c, r] if tr else mat[r, c]).to(out.dtype)
+    return out
+
+
+def joint_topk(view: RetrievalView, k: int, chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Each joint item's top-``k`` list, the item itself always first.
+
+    Returns:
+        ``(values, indices)``, each :obj:`[T, k]`; ``values[:, 0]`` is the
+        item's own (diagonal) similarity.
+    """
+    t = joint_size(view)
+    if not 1 <= k <= t:
+        raise ValueError(f"k: expected 1..{t} (queries + gallery items), got {k}")
+    vals = view.sim.new_empty((t, k))
+    idx = torch.empty((t, k), dtype=torch.long, device=view.sim.device)
+    step = resolve_chunk_size(chunk_size, t, 2 * t)
+    for a, b in chunk_ranges(t, step):
+        rows = joint_rows(view, a, b)
+        ar = torch.arange(b - a, device=rows.device)
+        diag = rows[ar, ar + a].clone()
+        rows[ar, ar + a] = float("inf")  # the item itself heads its own list
+        vals[a:b], idx[a:b] = rows.topk(k, dim=1)
+        vals[a:b, 0] = diag
+    return vals, idx
+
+
+def sparse_rows(idx: Tensor, values: Tensor, num_cols: int) -> Tensor:
+    """A coalesced sparse COO matrix with ``values[i, j]`` at ``(i, idx[i, j])`` (duplicates summed).
+
+    Entries where ``idx < 0`` are dropped (padding).
+    """
+    r = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
+    keep = idx >= 0
+    ind = torch.stack([r[keep], idx[keep]])
+    return torch.sparse_coo_tensor(ind, values[keep], (idx.shape[0], num_cols),
+                                   check_invariants=False).coalesce()
+
+
+def sparse_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Sparse times sparse, coalesced (torch's beta-state CSR notice silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse.mm(a, b).coalesce()
