@@ -5,6 +5,7 @@ for all queries of a split at once; :class:`QueryGraphDataset` stores them as
 batched tensors, hands out :class:`~torch_geometric.data.HeteroData` per graph
 and dense :class:`GraphBatch` stacks for fast training.
 """
+from ..modality import DIRECTIONS, IMAGE, NODE_TYPES, TEXT
 from .batch import GraphBatch
 from .builder import PillarGraphBuilder, positive_sample
 from .dataset import QueryGraphDataset, from_hetero_batch, to_hetero_data
@@ -21,4 +22,8 @@ __all__ = [
     "neighbor_tables",
     "overlap_counts",
     "overlap_adjacency",
+    "IMAGE",
+    "TEXT",
+    "NODE_TYPES",
+    "DIRECTIONS",
 ]

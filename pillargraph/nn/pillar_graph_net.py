@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..graphs.batch import NODE_TYPES, GraphBatch
+from ..graphs.batch import GraphBatch
+from ..modality import NODE_TYPES
 from .block import ReasoningBlock
 from .conv.hetero_overlap_conv import HeteroOverlapConv
 from .conv.neighbor_attention_conv import NeighborAttentionConv

@@ -7,7 +7,8 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import Tensor
 
-from ..graphs.batch import DIRECTIONS, GraphBatch, check_direction
+from ..graphs.batch import GraphBatch
+from ..modality import DIRECTIONS, check_direction
 from .pillar_graph_net import PillarGraphNet
 
 __all__ = ["PillarReranker"]
