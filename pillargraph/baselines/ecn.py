@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from .base import Reranker, RetrievalView, chunk_ranges, fill_unreached
-from .joint import joint_size, joint_topk, sparse_matmul, sparse_rows
+from .joint import RowSlicer, joint_size, joint_topk, row_inner_products, sparse_matmul, sparse_rows
 
 __all__ = ["ECN", "ecn"]
 
@@ -39,7 +39,8 @@ class ECN(Reranker):
 
     The joint graph contains the other test queries, so the method is
     transductive; it needs both intra-modal matrices. Sparse throughout: memory
-    grows with :math:`T M k` for :math:`T = Q + G` items, not :math:`T^2`.
+    grows with :math:`T M k` for :math:`T = Q + G` items plus two dense
+    row blocks, not :math:`T^2`.
 
     Args:
         k (int, optional): rank-list length (default: :obj:`25`).
@@ -80,15 +81,15 @@ class ECN(Reranker):
             return s.clone()
         counts = sparse_rows(expanded, torch.ones_like(expanded, dtype=s.dtype), n)
         hood = sparse_matmul(counts, feat)                   # sum of R-features over E(i)
-        gal = torch.arange(nq, n, device=s.device)
-        feat_g, hood_g = feat.index_select(0, gal), hood.index_select(0, gal)
+        # s'(p, g) = <[F_p, H_p], [H_g, F_g]> / 2M, computed in dense blocks
+        feat_rows, hood_rows = RowSlicer(feat), RowSlicer(hood)
+        sim = row_inner_products(lambda a, b: torch.cat([feat_rows(a, b), hood_rows(a, b)], 1),
+                                 lambda a, b: torch.cat([hood_rows(nq + a, nq + b),
+                                                         feat_rows(nq + a, nq + b)], 1),
+                                 nq, ng, 2 * n, view.chunk_size) / (2 * m)
         out = torch.empty_like(s)
-        for a, b in chunk_ranges(nq, view.chunk(3 * n)):
-            rows = torch.arange(a, b, device=s.device)
-            feat_q = feat.index_select(0, rows).to_dense()
-            hood_q = hood.index_select(0, rows).to_dense()
-            sim = (torch.sparse.mm(feat_g, hood_q.T) + torch.sparse.mm(hood_g, feat_q.T)).T / (2 * m)
-            out[a:b] = fill_unreached(sim, sim != 0, s[a:b])
+        for a, b in chunk_ranges(nq, view.chunk(4 * ng)):
+            out[a:b] = fill_unreached(sim[a:b], sim[a:b] != 0, s[a:b])
         return out
 
 

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
-from .base import Reranker, RetrievalView, chunk_ranges
-from .joint import joint_size, joint_topk, sparse_matmul, sparse_rows
+from .base import Reranker, RetrievalView
+from .joint import RowSlicer, joint_size, joint_topk, row_inner_products, sparse_matmul, sparse_rows
 
 __all__ = ["GNNRerank", "gnn_rerank"]
 
@@ -92,13 +92,11 @@ class GNNRerank(Reranker):
         nq, _ = s.shape
         n = joint_size(view)
         a = self.features(view)
-        a_g = a.index_select(0, torch.arange(nq, n, device=s.device))
-        out = torch.empty_like(s)
+        rows = RowSlicer(a)
+        cos = row_inner_products(rows, lambda i, j: rows(nq + i, nq + j), nq, n - nq, n,
+                                 view.chunk_size)
         lam = self.lambda_value
-        for a0, b0 in chunk_ranges(nq, view.chunk(2 * n)):
-            a_q = a.index_select(0, torch.arange(a0, b0, device=s.device)).to_dense()
-            cos = torch.sparse.mm(a_g, a_q.T).T
-            out[a0:b0] = (1 - lam) * cos + lam * s[a0:b0]
+        out = cos.mul_(1 - lam).add_(s, alpha=lam) if lam else cos
         return out
 
 

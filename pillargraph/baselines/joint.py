@@ -12,14 +12,14 @@ and is never materialised whole: rows are built a chunk at a time.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 from .base import RetrievalView, chunk_ranges, resolve_chunk_size
 
-__all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "sparse_rows", "sparse_matmul"]
+__all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "sparse_rows", "sparse_matmul", "RowSlicer", "row_inner_products"]
 
 
 def joint_size(view: RetrievalView) -> int:
@@ -95,3 +95,40 @@ def sparse_matmul(a: Tensor, b: Tensor) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse.mm(a, b).coalesce()
+
+
+class RowSlicer:
+    """Dense row blocks of a coalesced sparse COO matrix, without re-indexing it each time."""
+
+    def __init__(self, a: Tensor) -> None:
+        a = a.coalesce()
+        self.shape = a.shape
+        self.rows, self.cols = a.indices()
+        self.values = a.values()
+        self.ptr = torch.searchsorted(self.rows, torch.arange(a.shape[0] + 1, device=a.device))
+
+    def __call__(self, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` as a dense :obj:`[stop - start, C]` tensor."""
+        e0, e1 = int(self.ptr[start]), int(self.ptr[stop])
+        out = self.values.new_zeros((stop - start, self.shape[1]))
+        out[self.rows[e0:e1] - start, self.cols[e0:e1]] = self.values[e0:e1]
+        return out
+
+
+def row_inner_products(left: Callable[[int, int], Tensor], right: Callable[[int, int], Tensor],
+                       num_left: int, num_right: int, width: int,
+                       chunk_size: Optional[int] = None) -> Tensor:
+    """``L @ R.T`` for row-block callables ``left``/``right`` of ``width`` columns, block by block.
+
+    Dense blocks keep the work in one fast matrix product (also on GPUs) while
+    only two blocks of rows are ever materialised.
+    """
+    first = left(0, min(1, num_left))
+    out = first.new_empty((num_left, num_right))
+    step_l = resolve_chunk_size(chunk_size, num_left, 2 * width)
+    step_r = resolve_chunk_size(None, num_right, 2 * width)
+    for a, b in chunk_ranges(num_left, step_l):
+        lb = left(a, b)
+        for c, d in chunk_ranges(num_right, step_r):
+            out[a:b, c:d] = lb @ right(c, d).T
+    return out
