@@ -5,14 +5,42 @@ The pipeline, one sub-package per stage::
     data -> pillars -> graphs -> nn -> train -> rerank -> metrics
                                      baselines (training-free re-rankers) beside them
 """
-from .bundle import SimilarityBundle
-from .metrics import evaluate, evaluate_folds
-
 __version__ = "0.1.0"
+
+from . import baselines  # noqa: E402  (sub-packages may read __version__)
+from .bundle import SimilarityBundle
+from .compare import ComparisonReport, compare
+from .data.synthetic import SyntheticConfig, SyntheticSplit, SyntheticWorld, synthetic_embeddings, synthetic_splits
+from .graphs import GraphBatch, PillarGraphBuilder, QueryGraphDataset
+from .losses import PillarLoss
+from .metrics import evaluate, evaluate_folds
+from .nn import NeighborAttentionConv, PillarReranker
+from .rerank import FusionChoice, rerank, select_fusion_weights
+from .train import TrainConfig, Trainer, model_from_checkpoint
 
 __all__ = [
     "SimilarityBundle",
     "evaluate",
     "evaluate_folds",
+    "SyntheticConfig",
+    "SyntheticSplit",
+    "SyntheticWorld",
+    "synthetic_embeddings",
+    "synthetic_splits",
+    "PillarGraphBuilder",
+    "QueryGraphDataset",
+    "GraphBatch",
+    "NeighborAttentionConv",
+    "PillarReranker",
+    "PillarLoss",
+    "Trainer",
+    "TrainConfig",
+    "model_from_checkpoint",
+    "rerank",
+    "select_fusion_weights",
+    "FusionChoice",
+    "compare",
+    "ComparisonReport",
+    "baselines",
     "__version__",
 ]

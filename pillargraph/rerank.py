@@ -186,7 +186,9 @@ def rerank(model: torch.nn.Module, bundle: SimilarityBundle,
             :func:`select_fusion_weights` (default: the weights stored on the
             model by training, else ``1.0``: the learned scores alone).
         output: ``'fused'`` (both directions, method.md section 6), ``'i2t'``
-            or ``'t2i'`` (one direction re-ranked, the other left as the base).
+            (only the image queries' lists re-scored: rank it along rows and
+            read its i2t metrics) or ``'t2i'`` (only the caption queries' lists:
+            rank it along columns and read its t2i metrics).
         graphs: pre-built graphs ``{direction: dataset}`` of ``bundle`` to reuse.
         batch_size: graphs per forward pass.
         device: where the model runs (default: its device).

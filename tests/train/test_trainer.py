@@ -1,0 +1,128 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pillargraph import SimilarityBundle, evaluate
+from pillargraph.rerank import rerank
+from pillargraph.train import TrainConfig, Trainer, load_checkpoint, model_from_checkpoint
+
+from ..tiny import tiny_builder, tiny_config, tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fit_writes_run_and_reloads(tiny_splits, tmp_path):
+    train, dev, test = tiny_splits
+    builder = tiny_builder()
+    model = tiny_model(builder)
+    result = Trainer(model, builder, tiny_config(), out_dir=tmp_path / "run").fit(train, dev)
+    run = tmp_path / "run"
+    assert {"last.pt", "best.pt", "config.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1, 2]
+    assert all("dev" in r and "loss_total" in r for r in lines)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 3 and cfg["builder"]["num_pillars"] == 8
+    state = load_checkpoint(run / "best.pt")
+    assert state["epoch"] == result.best_epoch and state["fusion"] == result.fusion
+    assert 0.0 <= result.fusion["i2t"] <= 1.0
+    # the reloaded model re-ranks exactly as the trained one
+    again = model_from_checkpoint(run / "best.pt")
+    a = rerank(model, test, builder).sim_i2t
+    b = rerank(again, test).sim_i2t
+    assert torch.allclose(a, b, atol=1e-6)
+    # dev-selected fusion is never worse than the base on dev
+    assert result.fusion["dev_rsum"] >= result.fusion["base_rsum"]
+
+
+def test_seeded_runs_are_identical(tiny_splits):
+    train, dev, _ = tiny_splits
+    histories = []
+    for _ in range(2):
+        builder = tiny_builder()
+        res = Trainer(tiny_model(builder), builder, tiny_config(epochs=2, select_fusion=False)).fit(train, dev)
+        histories.append([(r["loss_total"], r["dev"]["rsum"]) for r in res.history])
+    assert histories[0] == histories[1]
+
+
+def test_existing_run_is_not_overwritten(tiny_splits, tmp_path):
+    train, dev, _ = tiny_splits
+    builder = tiny_builder()
+    Trainer(tiny_model(builder), builder, tiny_config(epochs=1, select_fusion=False), out_dir=tmp_path).fit(train, dev)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run"):
+        Trainer(tiny_model(builder), builder, tiny_config(epochs=1), out_dir=tmp_path).fit(train, dev, resume=False)
+    with pytest.raises(ValueError, match="differs"):
+        Trainer(tiny_model(builder), builder, tiny_config(epochs=2), out_dir=tmp_path).fit(train, dev)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_ablation_switches_train(tiny_splits):
+    train, dev, _ = tiny_splits
+    for kw, cfg in ((dict(), tiny_config(epochs=1, alignment=0.0, mirror_contrastive=0.0, select_fusion=False)),
+                    (dict(use_edge_weight=False), tiny_config(epochs=1, select_fusion=False)),
+                    (dict(layer="gcn"), tiny_config(epochs=1, select_fusion=False))):
+        builder = tiny_builder()
+        res = Trainer(tiny_model(builder, **kw), builder, cfg).fit(train, dev)
+        assert res.epochs_run == 1
+        if cfg.alignment == 0:
+            assert not any(k.startswith("loss_alignment") for k in res.history[0])
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"epochs": 1, "speed": 3})
+
+
+def _train_cmd(data, out, epochs):
+    return [sys.executable, "-m", "pillargraph", "train", "--train", str(data / "train.npz"),
+            "--dev", str(data / "dev.npz"), "--out", str(out), "--epochs", str(epochs),
+            "--num-pillars", "16", "--k-i2t", "16", "--k-t2i", "6", "--hidden", "32", "--heads", "2",
+            "--batch-size", "64", "--patience", "100", "--seed", "1"]
+
+
+def test_sigkill_and_resume_matches_uninterrupted(tmp_path):
+    from pillargraph.data.synthetic import synthetic_splits
+    train, dev, _ = synthetic_splits(200, 60, 10, seed=5)
+    data = tmp_path / "data"
+    train.save(data / "train.npz")
+    dev.save(data / "dev.npz")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    epochs = 6
+    # uninterrupted reference
+    ref = subprocess.run(_train_cmd(data, tmp_path / "ref", epochs), env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    # a real process, killed with SIGKILL after its first epoch is checkpointed
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(data, run, epochs), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "last.pt").exists():
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted_at = load_checkpoint(run / "last.pt")["epoch"]
+    assert interrupted_at < epochs - 1
+    res = subprocess.run(_train_cmd(data, run, epochs) + ["--resume"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ref_dir = tmp_path / "ref"
+    a = [json.loads(x) for x in ref_dir.joinpath("metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in run.joinpath("metrics.jsonl").read_text().splitlines()]
+    assert [r["dev"] for r in a] == [r["dev"] for r in b]
+    assert [r["loss_total"] for r in a] == [r["loss_total"] for r in b]
+    ca, cb = load_checkpoint(ref_dir / "best.pt"), load_checkpoint(run / "best.pt")
+    assert ca["fusion"] == cb["fusion"]
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
