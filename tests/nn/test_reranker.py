@@ -139,3 +139,19 @@ def test_bad_arguments(make_batch):
         PillarReranker(8, hidden_channels=0)
     with pytest.raises(ValueError, match="features"):
         PillarReranker(6, hidden_channels=8, heads=2)(make_batch(f=8))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_dense_equals_sparse_and_trains_under_autocast(make_batch):
+    torch.manual_seed(0)
+    dense = PillarReranker(8, hidden_channels=16, heads=4).cuda().eval()
+    sparse = PillarReranker(8, hidden_channels=16, heads=4, dense=False).cuda().eval()
+    sparse.load_state_dict(dense.state_dict())
+    batch = make_batch(b=4, k=7, f=8).to("cuda")
+    assert torch.allclose(dense(batch), sparse(batch), atol=1e-4)
+    dense.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        scores = dense(batch)
+    scores[:, 1:].float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in dense.parameters() if p.grad is not None)

@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmark scripts: random query-graph batches and a timer."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable, Optional
+
+import torch
+
+from pillargraph.graphs import IMAGE, TEXT, GraphBatch
+
+__all__ = ["random_graph_batch", "mirrored", "time_it"]
+
+
+def random_graph_batch(direction: str, b: int, k: int, f: int, density: float = 0.3,
+                       device: str = "cpu", seed: int = 0) -> GraphBatch:
+    """Random features and a random row-stochastic adjacency with self loops (the builder's output shape)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, k, f, generator=g)
+    raw = torch.rand(b, k, k, generator=g) * (torch.rand(b, k, k, generator=g) < density) + torch.eye(k)
+    adj = raw / raw.sum(-1, keepdim=True)
+    query_type, cand_type = (IMAGE, TEXT) if direction == "i2t" else (TEXT, IMAGE)
+    node_type = torch.full((k,), cand_type, dtype=torch.long)
+    node_type[0] = query_type
+    candidate_mask = torch.arange(k) > 0
+    y = (torch.rand(b, k, generator=g) < 0.1) & candidate_mask
+    y[:, 1] = True
+    batch = GraphBatch(direction=direction, x=x, adj=adj, node_type=node_type, candidate_mask=candidate_mask,
+                       query_index=torch.arange(b), node_index=torch.randint(0, 10 * b, (b, k), generator=g),
+                       base_score=torch.rand(b, k, generator=g).sort(-1, descending=True).values, y=y)
+    return batch.to(device)
+
+
+def mirrored(batch: GraphBatch) -> GraphBatch:
+    """The same graphs with the node types swapped, as the structure-alignment loss scores them."""
+    return replace(batch, node_type=1 - batch.node_type)
+
+
+def time_it(fn: Callable[[], object], repeat: int, warmup: int = 2, device: Optional[str] = None) -> float:
+    """Median seconds per call of ``fn``."""
+    sync = torch.cuda.synchronize if device is not None and str(device).startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
