@@ -103,10 +103,16 @@ def _order(index: Tensor, score: Tensor) -> Tuple[Tensor, Tensor]:
 
 def _select_topk(sim: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     """Top-``k`` columns of each row of a block, ties broken towards the lower column index."""
-    score, index = torch.topk(sim, k, dim=1)
-    # torch.topk chooses arbitrarily among columns tied with the k-th score; such rows
-    # (rare on continuous scores) are redone with a stable full sort.
-    crowded = ((sim >= score[:, -1:]).sum(dim=1) > k).nonzero().flatten()
+    extra = int(k < sim.shape[1])
+    score, index = torch.topk(sim, k + extra, dim=1)
+    # torch.topk chooses arbitrarily among columns tied with the k-th score, which happens
+    # exactly where the (k+1)-th score equals the k-th; those rows (rare on continuous
+    # scores) are redone with a stable full sort.
+    if extra:
+        crowded = (score[:, k] == score[:, k - 1]).nonzero().flatten()
+        score, index = score[:, :k], index[:, :k]
+    else:  # k covers the whole row: nothing to choose
+        crowded = torch.empty(0, dtype=torch.long, device=sim.device)
     if crowded.numel():
         s, i = torch.sort(sim[crowded], dim=1, descending=True, stable=True)
         score[crowded], index[crowded] = s[:, :k], i[:, :k]
