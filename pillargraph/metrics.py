@@ -98,7 +98,10 @@ def i2t_ranks(sim_i2t: ArrayLike, txt2img: ArrayLike) -> Tensor:
 
     An image without captions gets rank ``M + 1`` (it can never be a hit).
     """
-    s, t = _inputs(sim_i2t, txt2img)
+    return _i2t_ranks(*_inputs(sim_i2t, txt2img))
+
+
+def _i2t_ranks(s: Tensor, t: Tensor) -> Tensor:
     n, m = s.shape
     pos = _pos_scores(s, t)
     best = torch.full((n,), float("inf"), dtype=s.dtype, device=s.device)
@@ -111,10 +114,11 @@ def i2t_ranks(sim_i2t: ArrayLike, txt2img: ArrayLike) -> Tensor:
 
 def t2i_ranks(sim_i2t: ArrayLike, txt2img: ArrayLike) -> Tensor:
     """1-based rank of each caption's image, shape :obj:`[M]`."""
-    s, t = _inputs(sim_i2t, txt2img)
-    n, m = s.shape
-    pos = _pos_scores(s, t)
-    return _count_ge_per_col(s, pos).to(s.device)
+    return _t2i_ranks(*_inputs(sim_i2t, txt2img))
+
+
+def _t2i_ranks(s: Tensor, t: Tensor) -> Tensor:
+    return _count_ge_per_col(s, _pos_scores(s, t)).to(s.device)
 
 
 def recall_at_k(ranks: ArrayLike, k: int) -> float:
@@ -154,8 +158,9 @@ def evaluate(sim_i2t: Union[ArrayLike, SimilarityBundle], txt2img: ArrayLike = N
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
         raise ValueError(f"ks: expected positive cut-offs, got {ks}")
-    i2t = _summary("i2t", i2t_ranks(sim_i2t, txt2img), ks)
-    t2i = _summary("t2i", t2i_ranks(sim_i2t, txt2img), ks)
+    s, t = _inputs(sim_i2t, txt2img)
+    i2t = _summary("i2t", _i2t_ranks(s, t), ks)
+    t2i = _summary("t2i", _t2i_ranks(s, t), ks)
     out: Dict[str, float] = {}
     out.update({f"i2t_r{k}": i2t[f"i2t_r{k}"] for k in ks})
     out.update({f"t2i_r{k}": t2i[f"t2i_r{k}"] for k in ks})
