@@ -1,0 +1,1 @@
+"""Data: turning raw retrieval material into :class:`~pillargraph.SimilarityBundle` objects."""
