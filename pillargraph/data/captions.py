@@ -113,7 +113,11 @@ def read_captions(path: PathLike) -> list:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err})") from None
-    lines = text.splitlines()
+    # split on "\n" only: str.splitlines would also split on rare Unicode separators inside a caption
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     if not lines:
         raise ValueError(f"{path}: no captions")
     blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]

@@ -103,7 +103,9 @@ class MiniLMEncoder(TextEncoder):
         texts = _check_texts(texts)
         model = self._load()
         if not texts:
-            return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+            # renamed in sentence-transformers 5: support both spellings
+            dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            return np.zeros((0, dim()), dtype=np.float32)
         emb = model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                            normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(emb, dtype=np.float32)
