@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from .embedding_cache import EmbeddingCache, Embeddings, texts_hash
-from .text_encoders import TextEncoder, TfidfEncoder, resolve_text_encoder
+from .text_encoders import MiniLMEncoder, TextEncoder, TfidfEncoder, resolve_text_encoder
 
 __all__ = [
     "CAPTIONS_PER_IMAGE",
@@ -419,8 +419,8 @@ def caption_proxy_bundle(split: Union[str, PathLike, CaptionSplit],
                 fit = [c for s in tfidf_fit
                        for c in load_caption_split(s, root, captions_per_image).captions]
                 enc.fit(fit)
-            elif hasattr(enc, "device"):
-                enc = type(enc)(device=str(device), batch_size=batch_size)
+            elif isinstance(enc, MiniLMEncoder):
+                enc = MiniLMEncoder(device=str(device), batch_size=batch_size)
             encoders[enc.name] = enc
         return encoders[enc.name]
 
