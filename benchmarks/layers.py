@@ -114,8 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", default="neighbor_attention,transformer,gatv2,gcn,sage,gin",
                    help="comma-separated names the layer resolver accepts")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--num-pillars", type=int, default=32)
     p.add_argument("--train-images", type=int, default=1000)
