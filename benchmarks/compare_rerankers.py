@@ -41,7 +41,7 @@ def learned_rows(args, train, dev, test):
         from pillargraph.train import TrainConfig, Trainer
         builder = PillarGraphBuilder(num_pillars=32)
         torch.manual_seed(args.seed)
-        model = PillarReranker(builder.num_features, hidden_channels=128)
+        model = PillarReranker(builder.num_features, hidden_channels=64)
         result = Trainer(model, builder, TrainConfig(epochs=args.epochs, seed=args.seed),
                          device=args.device).fit(train, dev)
         info = {"trained_on": "train split", "selected_on": "dev split", "epochs": args.epochs,

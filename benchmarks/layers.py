@@ -9,7 +9,7 @@ as mean +- std over seeds, parameters and training time.
 Usage::
 
     python benchmarks/layers.py --layers neighbor_attention,transformer,gatv2,gcn,sage,gin \\
-        [--seeds 0,1,2] [--epochs 4] [--ablations] [--data synthetic|caption-proxy] [--out benchmarks/results/layers]
+        [--seeds 0,1,2] [--epochs 2] [--ablations] [--data synthetic|caption-proxy] [--out benchmarks/results/layers]
 
 ``--ablations`` adds, for the first layer: no alignment loss, inter-only and
 intra-only pillars, and no edge weights. ``--data caption-proxy`` uses the

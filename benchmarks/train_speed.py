@@ -108,32 +108,41 @@ def main(argv=None) -> int:
     print(f"  per-query-loop triplet (prototype) {loop * 1e3:9.1f} ms   {1 / loop:7.2f} steps/s   "
           f"({loop / vec:.2f}x slower)")
 
-    if cuda and not args.no_compile:
-        compiled = torch.compile(trainer.step_loss)
-        t0 = time.perf_counter()
-        trainer_step(trainer, batch, amp, compiled)
-        torch.cuda.synchronize()
-        out["compile_s"] = time.perf_counter() - t0
-        comp = time_it(lambda: trainer_step(trainer, batch, amp, compiled), repeat=repeat, warmup=2,
-                       device=args.device)
-        out["step_compiled_ms"] = comp * 1e3
-        print(f"  compiled (torch.compile, bf16)     {comp * 1e3:9.1f} ms   {1 / comp:7.2f} steps/s "
-              f"(target <= 20 ms; compile {out['compile_s']:.0f} s)")
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+    save()
+    try:
+        if cuda and not args.no_compile:
+            compiled = torch.compile(trainer.step_loss)
+            t0 = time.perf_counter()
+            trainer_step(trainer, batch, amp, compiled)
+            torch.cuda.synchronize()
+            out["compile_s"] = time.perf_counter() - t0
+            comp = time_it(lambda: trainer_step(trainer, batch, amp, compiled), repeat=repeat, warmup=2,
+                           device=args.device)
+            out["step_compiled_ms"] = comp * 1e3
+            print(f"  compiled (torch.compile, bf16)     {comp * 1e3:9.1f} ms   {1 / comp:7.2f} steps/s "
+                  f"(target <= 20 ms; compile {out['compile_s']:.0f} s)")
 
-    if cuda:
-        model.eval()
-        g = data["i2t"].graphs
-        b = g[torch.arange(args.batch) % g.num_graphs].to(device)
+        if cuda:
+            model.eval()
+            g = data["i2t"].graphs
+            b = g[torch.arange(args.batch) % g.num_graphs].to(device)
 
-        def infer():
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-                return model(b)
-        sec = time_it(infer, repeat=repeat, device=args.device)
-        pairs = args.batch * int(b.candidate_mask.sum())
-        out["inference_pairs_per_s"] = pairs / sec
-        print(f"  inference, i2t lists (K=32)        {sec * 1e3:9.2f} ms   {pairs / sec:,.0f} query-candidate "
-              f"pairs/s (target >= 250K)")
-        model.train()
+            def infer():
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                    return model(b)
+            sec = time_it(infer, repeat=repeat, device=args.device)
+            pairs = args.batch * int(b.candidate_mask.sum())
+            out["inference_pairs_per_s"] = pairs / sec
+            print(f"  inference, i2t lists (K=32)        {sec * 1e3:9.2f} ms   {pairs / sec:,.0f} query-candidate "
+                  f"pairs/s (target >= 250K)")
+            model.train()
+    except Exception as err:  # report what was measured so far rather than nothing
+        out["cuda_error"] = f"{type(err).__name__}: {err}"
+        print(f"CUDA measurement failed: {out['cuda_error']}")
+    save()
 
     if not args.skip_rerank:
         small_builder = PillarGraphBuilder(num_pillars=32)
@@ -152,8 +161,7 @@ def main(argv=None) -> int:
         print(f"re-ranking {test.num_images} images + {test.num_texts} captions (default model, hidden 128) on "
               f"{args.device}: graphs {t_build:.2f} s + scoring/write-back {t_score:.2f} s = "
               f"{n / (t_build + t_score):,.0f} queries/s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+    save()
     return 0
 
 
