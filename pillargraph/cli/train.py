@@ -36,6 +36,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--optimizer", default=TrainConfig.optimizer, choices=("adamw", "sgd"))
     t.add_argument("--patience", type=int, default=TrainConfig.patience)
     t.add_argument("--no-align", action="store_true", help="ablation: no structure-alignment loss")
+    t.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
 
@@ -47,6 +48,7 @@ def components(args: argparse.Namespace):
                                  anchor=args.anchor)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, patience=args.patience, seed=args.seed,
+                         compile=args.compile,
                          alignment=0.0 if args.no_align else TrainConfig.alignment,
                          mirror_contrastive=0.0 if args.no_align else TrainConfig.mirror_contrastive)
     import torch

@@ -40,6 +40,9 @@ class TrainConfig:
         tau (float): contrastive temperature (default: :obj:`0.1`).
         margin (float): triplet margin (default: :obj:`0.2`).
         align_tau (float): temperature of the alignment softmaxes (default: :obj:`0.1`).
+        compile (bool): run each step's forward passes and loss under
+            :func:`torch.compile` (worth it on CUDA at large sizes: 17 ms instead of
+            35 ms per paper-size batch-512 step on an H200) (default: :obj:`False`).
         select_fusion (bool): after training, choose the base-score fusion weights
             on the dev split and store them with the best checkpoint (default: :obj:`True`).
     """
@@ -64,6 +67,7 @@ class TrainConfig:
     tau: float = 0.1
     margin: float = 0.2
     align_tau: float = 0.1
+    compile: bool = False
     select_fusion: bool = True
 
     def __post_init__(self) -> None:

@@ -132,6 +132,7 @@ class Trainer:
                                   margin=c.margin, align_tau=c.align_tau)
         self.amp = self.device.type == "cuda" if c.amp is None else bool(c.amp)
         self.optimizer = self._make_optimizer()
+        self._forward = torch.compile(self.step_loss) if c.compile else self.step_loss
         self._writer = None
 
     # ------------------------------------------------------------ pieces
@@ -294,7 +295,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    loss, parts = self.step_loss(batch)
+                    loss, parts = self._forward(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.grad_clip is not None:
