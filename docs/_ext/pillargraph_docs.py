@@ -314,7 +314,8 @@ def _details(section: Section) -> List[str]:
         obj = getattr(mod, e.name)
         if e.kind == "class":
             directive = "autoexception" if issubclass(obj, BaseException) else "autoclass"
-            out += [f".. {directive}:: {e.canonical}", "   :members:", "   :show-inheritance:", ""]
+            out += [f".. {directive}:: {e.canonical}", "   :members:", "   :special-members: __call__",
+                    "   :show-inheritance:", ""]
         elif e.kind == "function":
             out += [f".. autofunction:: {e.canonical}", ""]
         else:
@@ -506,15 +507,10 @@ def _on_builder_inited(app) -> None:
 
 
 _CANONICAL: Optional[Dict[int, str]] = None
+_SHORT: Dict[str, List[str]] = {}
 
 
-def _resolve_reexport(app, env, node, contnode):
-    """Send ``pillargraph.X.Name`` references to where ``Name`` is documented."""
-    if node.get("refdomain") != "py":
-        return None
-    target = node.get("reftarget", "")
-    if not target.startswith(PACKAGE + "."):
-        return None
+def _index() -> Dict[int, str]:
     global _CANONICAL
     if _CANONICAL is None:
         _CANONICAL = {}
@@ -522,10 +518,33 @@ def _resolve_reexport(app, env, node, contnode):
             for s in p.sections:
                 mod = importlib.import_module(s.module)
                 for e in s.entries:
+                    if not e.documented_here:
+                        continue
                     if e.kind in ("class", "function"):
                         _CANONICAL[id(getattr(mod, e.name))] = e.canonical
-    index = _CANONICAL
+                    _SHORT.setdefault(e.name, []).append(e.canonical)
+    return _CANONICAL
+
+
+def _lookup(target: str) -> Optional[List[str]]:
+    """Candidate documented names for ``target``, most specific first, or ``None``."""
+    index = _index()
     parts = target.split(".")
+    if parts[0] == PACKAGE and len(parts) > 1:
+        found = _lookup_path(parts, index)
+        if found is not None:
+            return found
+        parts = parts[-1:]  # e.g. ``pillargraph.data.X`` where X lives in a sub-module
+    if parts[0] != PACKAGE:
+        # a short name such as ``Reranker`` or ``Reranker.__call__``, used from another module
+        homes = _SHORT.get(parts[0], [])
+        if len(homes) != 1:
+            return None
+        return [".".join([homes[0]] + parts[1:j]) for j in range(len(parts), 0, -1)]
+    return None
+
+
+def _lookup_path(parts: List[str], index: Dict[int, str]) -> Optional[List[str]]:
     for i in range(len(parts), 0, -1):  # longest importable module prefix
         try:
             obj = importlib.import_module(".".join(parts[:i]))
@@ -540,12 +559,29 @@ def _resolve_reexport(app, env, node, contnode):
         if obj is None:
             return None
         if id(obj) in index:
-            new = ".".join([index[id(obj)]] + rest[j + 1:])
-            if new == target:
-                return None
-            domain = env.get_domain("py")
-            return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], new, node,
-                                       contnode)
+            tail = rest[j + 1:]
+            # the member itself, else its owner (e.g. an undocumented dataclass field)
+            return [".".join([index[id(obj)]] + tail[:k]) for k in range(len(tail), -1, -1)]
+    return None
+
+
+def _resolve_reexport(app, env, node, contnode):
+    """Send references to re-exported or short names to where the object is documented."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    candidates = _lookup(target) if target else None
+    if not candidates:
+        return None
+    domain = env.get_domain("py")
+    for new in candidates:
+        if new == target:
+            continue
+        found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], new, node, contnode)
+        if found is None and node["reftype"] != "obj":
+            found = domain.resolve_xref(env, node["refdoc"], app.builder, "obj", new, node, contnode)
+        if found is not None:
+            return found
     return None
 
 
