@@ -112,7 +112,13 @@ class Entry:
     name: str
     kind: str           # one of KINDS
     canonical: str      # full name under which it is documented (a module's own name for modules)
-    summary: str = ""   # for data: its ``#:`` comment
+    doc: str = ""       # for data: its ``#:`` comment (reST)
+
+    @property
+    def summary(self) -> str:
+        """The comment's first paragraph on one line (for summary tables)."""
+        first = self.doc.split("\n\n", 1)[0]
+        return " ".join(line.strip() for line in first.splitlines() if line.strip())
 
     @property
     def documented_here(self) -> bool:
@@ -173,8 +179,8 @@ def _attr_comment(modules: Iterable[str], name: str, obj: Any) -> str:
         except Exception:  # noqa: BLE001  (no source available: no comment)
             continue
         lines = docs.get(("", name))
-        if lines:
-            return " ".join(line.strip() for line in lines if line.strip())
+        if lines and any(line.strip() for line in lines):
+            return "\n".join(line.rstrip() for line in lines).strip("\n")
     return ""
 
 
@@ -252,7 +258,7 @@ def api_pages(package: str = PACKAGE) -> List[Page]:
                         all_mods = _all_modules(package)
                     home = canonical[k].rsplit(".", 1)[0]
                     comments[k] = _attr_comment([home] + exporters[k] + all_mods, n, obj)
-                entry.summary = comments[k]
+                entry.doc = comments[k]
             section.entries.append(entry)
         page = pages[page_module(m, package)]
         if m == page.module:
@@ -323,7 +329,8 @@ def _details(section: Section) -> List[str]:
             value = _value(obj)
             if value is not None:
                 out.append(f"   :value: {value}")
-            out += ["", f"   {e.summary}" if e.summary else "   (constant)", ""]
+            body = e.doc.splitlines() if e.doc else ["(constant)"]
+            out += [""] + [f"   {line}".rstrip() for line in body] + [""]
     return out
 
 
