@@ -4,10 +4,12 @@ Builds ``synthetic_splits(2000, 500, 1000, seed=0)`` (test: 1000 images x 5000
 captions), uses the train split's embeddings as the query bank (train images
 scored against the test captions, train captions against the test images),
 runs :func:`pillargraph.compare` over all registered methods with their
-published defaults, and writes ``benchmarks/results/compare_rerankers.md`` and
+published defaults, adds the learned re-ranker (``--learned``: trained here on
+the train split and selected on the dev split with the demo's settings, or
+``--checkpoint RUN/best.pt``), and writes ``benchmarks/results/compare_rerankers.md`` and
 ``.json`` with the command at the top.
 
-    python benchmarks/compare_rerankers.py [--train 2000] [--test 1000] [--seed 0] [--device cpu]
+    python benchmarks/compare_rerankers.py [--learned | --checkpoint RUN/best.pt] [--train 2000] [--test 1000]
 """
 from __future__ import annotations
 
@@ -22,6 +24,39 @@ from pillargraph.compare import compare
 from pillargraph.data.synthetic import synthetic_splits
 
 
+def learned_rows(args, train, dev, test):
+    """Scores of the learned re-ranker as ``compare(extra=...)`` entries (empty without --learned/--checkpoint)."""
+    if not (args.learned or args.checkpoint):
+        return None, None, None
+    from pillargraph.rerank import rerank
+    from pillargraph.train import model_from_checkpoint
+    t0 = time.perf_counter()
+    if args.checkpoint:
+        model = model_from_checkpoint(args.checkpoint, map_location=args.device or "cpu")
+        info = {"checkpoint": args.checkpoint, "fusion": model.fusion_weights}
+    else:
+        import torch
+        from pillargraph.graphs import PillarGraphBuilder
+        from pillargraph.nn import PillarReranker
+        from pillargraph.train import TrainConfig, Trainer
+        builder = PillarGraphBuilder(num_pillars=32)
+        torch.manual_seed(args.seed)
+        model = PillarReranker(builder.num_features, hidden_channels=128)
+        result = Trainer(model, builder, TrainConfig(epochs=args.epochs, seed=args.seed),
+                         device=args.device).fit(train, dev)
+        info = {"trained_on": "train split", "selected_on": "dev split", "epochs": args.epochs,
+                "model": model.to_config(), "builder": builder.config, "fusion": result.fusion}
+    learned = rerank(model, test, fusion=1.0, device=args.device).sim_i2t
+    fused = rerank(model, test, device=args.device).sim_i2t
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    # uses the intra matrices and a labelled train split; no bank, not transductive
+    needs = {"intra": True, "bank": False, "embeddings": False, "transductive": False}
+    label = "pillargraph, trained on the labelled train split (learned scores)"
+    label_fused = "pillargraph, trained on the labelled train split (+ dev-selected base fusion)"
+    extra = {label: {"i2t": learned, "t2i": learned}, label_fused: {"i2t": fused, "t2i": fused}}
+    return extra, {label: needs, label_fused: needs}, info
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", type=int, default=2000, help="train images (the query bank)")
@@ -30,15 +65,21 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--methods", nargs="*", default=None, help="subset of methods (default: all)")
+    p.add_argument("--learned", action="store_true",
+                   help="train the learned re-ranker on the train split (dev for selection) and add it")
+    p.add_argument("--checkpoint", default=None, help="add the learned re-ranker of this checkpoint")
+    p.add_argument("--epochs", type=int, default=4, help="epochs for --learned")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "compare_rerankers"),
                    help="output path without extension (default: benchmarks/results/compare_rerankers)")
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
-    train, _, test = synthetic_splits(args.train, args.dev, args.test, seed=args.seed)
+    train, dev, test = synthetic_splits(args.train, args.dev, args.test, seed=args.seed)
     bank = QueryBank.from_embeddings(test, bank_img_emb=train.img_emb, bank_txt_emb=train.txt_emb)
     t_data = time.perf_counter() - t0
-    report = compare(test, methods=args.methods, bank=bank, device=args.device)
+    extra, extra_needs, learned_info = learned_rows(args, train, dev, test)
+    report = compare(test, methods=args.methods, bank=bank, device=args.device, extra=extra,
+                     extra_needs=extra_needs)
     total = time.perf_counter() - t0
     report.command = "python " + " ".join(shlex.quote(a) for a in
                                           ["benchmarks/compare_rerankers.py", *sys.argv[1:]])
@@ -48,6 +89,8 @@ def main(argv=None) -> int:
                              "seed": args.seed,
                              "bank": "train split embeddings via QueryBank.from_embeddings"}
     report.config["seconds"] = {"data": round(t_data, 2), "total": round(total, 2)}
+    if learned_info:
+        report.config["learned"] = learned_info
     out = Path(args.out)
     report.save(out.with_suffix(".md"), out.with_suffix(".json"))
     print(report.to_markdown())

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from . import baselines  # noqa: E402  (sub-packages may read __version__)
 from .bundle import SimilarityBundle
 from .compare import ComparisonReport, compare
+from .data import NeighborLists
 from .data.synthetic import SyntheticConfig, SyntheticSplit, SyntheticWorld, synthetic_embeddings, synthetic_splits
 from .graphs import GraphBatch, PillarGraphBuilder, QueryGraphDataset
 from .losses import PillarLoss
@@ -22,6 +23,7 @@ __all__ = [
     "SimilarityBundle",
     "evaluate",
     "evaluate_folds",
+    "NeighborLists",
     "SyntheticConfig",
     "SyntheticSplit",
     "SyntheticWorld",

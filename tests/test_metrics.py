@@ -118,3 +118,20 @@ def test_bad_input():
         evaluate(np.zeros((2, 3)), [0, 1])
     with pytest.raises(ValueError, match="folds"):
         evaluate_folds(np.zeros((2, 2)), [0, 1], folds=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("chunk", [64, 600 * 280])
+def test_blocked_counts_match_dense_counts(monkeypatch, dtype, chunk):
+    # tiny blocks force many row blocks; 280-row blocks exceed the 255 rows a uint8 partial sum holds
+    import pillargraph.metrics as metrics
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(0)
+    n = 300
+    txt2img = torch.randperm(2 * n, generator=g) % n
+    sim = torch.randint(0, 5, (n, 2 * n), generator=g).to(dtype)  # many ties
+    pos = sim[txt2img, torch.arange(2 * n)]
+    best = torch.full((n,), -1.0, dtype=dtype).scatter_reduce(0, txt2img, pos, "amax")
+    assert torch.equal(t2i_ranks(sim, txt2img), (sim >= pos[None]).sum(0))
+    assert torch.equal(i2t_ranks(sim, txt2img), (sim >= best[:, None]).sum(1))
+    assert torch.equal(t2i_ranks(sim.T.contiguous().T, txt2img), t2i_ranks(sim, txt2img))

@@ -57,4 +57,4 @@ def add_parser(sub) -> None:
     p.add_argument("--test-images", type=int, default=1000)
     p.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
     add_model_arguments(p)
-    p.set_defaults(func=run, epochs=6)
+    p.set_defaults(func=run, epochs=3)

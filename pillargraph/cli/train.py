@@ -23,7 +23,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--layer", default="neighbor_attention",
                    help="reasoning layer: neighbor_attention, transformer, gatv2, gat, gcn, sage, gin, graph")
-    m.add_argument("--hidden", type=int, default=128, help="hidden channels (paper: 768)")
+    m.add_argument("--hidden", type=int, default=64, help="hidden channels (paper: 768)")
     m.add_argument("--layers", type=int, default=2, help="reasoning layers")
     m.add_argument("--heads", type=int, default=4, help="attention heads (paper: 24)")
     m.add_argument("--dropout", type=float, default=0.1)

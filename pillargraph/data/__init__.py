@@ -1,11 +1,40 @@
-"""Data sources: synthetic retrieval problems (and, later, neighbour lists for large galleries)."""
+"""Data: similarity sources (dense or top-k neighbour lists), synthetic retrieval problems, and the
+real-caption proxy (whose encoders need the ``bench`` extra and are imported lazily)."""
+from .captions import (CaptionSplit, caption_proxy_bundle, captions_root, encode_caption_split,
+                       list_caption_splits, load_caption_split, read_captions)
+from .embedding_cache import EmbeddingCache
+from .neighbors import BACKENDS, NeighborLists, faiss_available, topk_from_matrix, topk_neighbors
+from .source import KINDS, DenseSimilarity, SimilaritySource, as_source, check_kind
 from .synthetic import (SyntheticConfig, SyntheticSplit, SyntheticWorld, synthetic_embeddings,
                         synthetic_splits)
+from .text_encoders import MiniLMEncoder, TextEncoder, TfidfEncoder, resolve_text_encoder
 
 __all__ = [
+    "SimilaritySource",
+    "DenseSimilarity",
+    "NeighborLists",
+    "as_source",
+    "check_kind",
+    "KINDS",
+    "topk_neighbors",
+    "topk_from_matrix",
+    "faiss_available",
+    "BACKENDS",
     "SyntheticConfig",
     "SyntheticSplit",
     "SyntheticWorld",
     "synthetic_embeddings",
     "synthetic_splits",
+    "CaptionSplit",
+    "caption_proxy_bundle",
+    "captions_root",
+    "encode_caption_split",
+    "list_caption_splits",
+    "load_caption_split",
+    "read_captions",
+    "EmbeddingCache",
+    "TextEncoder",
+    "MiniLMEncoder",
+    "TfidfEncoder",
+    "resolve_text_encoder",
 ]

@@ -50,6 +50,37 @@ def positive_sample(source: SimilaritySource, nodes: Tensor, node_type: Tensor,
     return out
 
 
+class _RankedSource:
+    """Wraps a source so that each kind is ranked once, at the deepest list a build needs.
+
+    Pillars, candidates, context nodes and overlap lists all ask for top-k
+    lists of the same few kinds at different depths; a full-row ``topk`` per
+    kind, sliced afterwards, avoids ranking the same matrix several times.
+    """
+
+    def __init__(self, source: SimilaritySource, depth: Dict[str, int]) -> None:
+        self.source = source
+        self.depth = depth
+        self._ranked: Dict[str, tuple] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def topk(self, kind: str, k: int, rows: Optional[Tensor] = None):
+        if k > self.depth.get(kind, 0):
+            return self.source.topk(kind, k, rows)
+        if kind not in self._ranked:
+            self._ranked[kind] = self.source.topk(kind, self.depth[kind])
+        idx, val = self._ranked[kind]
+        if rows is None:
+            return idx[:, :k], val[:, :k]
+        rows = rows.to(idx.device)
+        return idx[rows, :k], val[rows, :k]
+
+    def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        return self.source.gather(kind, rows, cols)
+
+
 class PillarGraphBuilder:
     r"""Builds the query graphs of a split: pillar features plus overlap adjacency.
 
@@ -189,10 +220,11 @@ class PillarGraphBuilder:
             if queries.numel() and (int(queries.min()) < 0 or int(queries.max()) >= n_q):
                 raise ValueError(f"indices: query ids must lie in [0, {n_q}) for {direction}")
         tables = self.tables(source)
-        parts = [self._build_chunk(source, tables, direction, queries[a:a + self.chunk_size])
+        ranked = _RankedSource(source, self._depths(source, direction))
+        parts = [self._build_chunk(ranked, tables, direction, queries[a:a + self.chunk_size])
                  for a in range(0, queries.numel(), self.chunk_size)]
         if not parts:
-            parts = [self._build_chunk(source, tables, direction, queries)]
+            parts = [self._build_chunk(ranked, tables, direction, queries)]
         graphs = GraphBatch(direction=direction, node_type=parts[0][0].node_type,
                             candidate_mask=parts[0][0].candidate_mask,
                             **{name: torch.cat([getattr(p[0], name) for p in parts])
@@ -200,6 +232,14 @@ class PillarGraphBuilder:
         pillars = Pillars(direction, queries, torch.cat([p[1].inter for p in parts]),
                           torch.cat([p[1].intra for p in parts]))
         return QueryGraphDataset(graphs, pillars, dict(self.config, direction=direction))
+
+    def _depths(self, source: SimilaritySource, direction: str) -> Dict[str, int]:
+        """Deepest list of each kind a build of ``direction`` asks for."""
+        qt = query_modality(direction)
+        intra = kind_between(qt, qt)
+        n_q = source.num_images if qt == IMAGE else source.num_texts
+        return {direction: max(self.num_pillars, self.num_candidates(direction)),
+                intra: min(n_q, max(self.num_pillars, self.context_nodes) + 1)}
 
     def query_graph(self, data: Union[SimilarityBundle, SimilaritySource], direction: str,
                     index: int) -> HeteroData:

@@ -1,0 +1,811 @@
+r"""Top-k neighbour lists: similarity sources for galleries too large for dense matrices.
+
+MS-COCO train has 113K images and 566K captions; its dense ``sim_t2t`` alone
+would take more than a terabyte. The pillar and graph builders only need each
+row's top neighbours and the similarities of a few pairs, so this module
+computes the top-``k`` columns of every row in blocks of rows
+(:func:`topk_neighbors` from embeddings, :func:`topk_from_matrix` from a dense
+or memory-mapped matrix) and stores them as :class:`NeighborLists`, a
+:class:`~pillargraph.data.source.SimilaritySource`.
+
+Peak memory is :math:`O(R \cdot k + \text{chunk} \cdot G)` for ``R`` query rows
+and a gallery of ``G`` items. Ties are broken deterministically towards the
+lower column index (with the ``torch`` backend), so results are reproducible
+and equal a stable descending sort of the dense matrix.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..bundle import SimilarityBundle
+from .source import KINDS, check_kind
+
+__all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS"]
+
+#: Values of the ``backend`` argument of :func:`topk_neighbors`.
+BACKENDS = ("auto", "torch", "faiss")
+
+# Elements per similarity block when no chunk size is given: 128 MiB of float32.
+_CHUNK_ELEMENTS = 1 << 25
+# Pairs per block in NeighborLists.gather (bounds the [pairs, d] temporaries).
+_GATHER_CHUNK = 1 << 16
+
+Device = Union[str, torch.device, None]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _import_faiss():
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return None
+    return faiss
+
+
+def faiss_available() -> bool:
+    """Whether the optional ``faiss`` package (``pip install 'pillargraph[faiss]'``) is installed."""
+    return _import_faiss() is not None
+
+
+def _as_tensor(value: Any, name: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: cannot be converted to a tensor ({err})") from None
+
+
+def _float_matrix(value: Any, name: str) -> Tensor:
+    t = _as_tensor(value, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix, got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name}: expected a float dtype, got {t.dtype}")
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name}: empty matrix of shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: contains {int((~torch.isfinite(t)).sum())} non-finite value(s)")
+    return t
+
+
+def _chunk_rows(chunk_size: Optional[int], num_cols: int) -> int:
+    if chunk_size is None:
+        return max(1, _CHUNK_ELEMENTS // max(num_cols, 1))
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size: must be a positive number of rows, got {chunk_size}")
+    return int(chunk_size)
+
+
+def _check_k(k: int, limit: int, what: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k: expected an int, got {type(k).__name__}")
+    if not 1 <= k <= limit:
+        raise ValueError(f"k: {k} neighbours asked for, but {what} has {limit} candidate(s) per row")
+    return int(k)
+
+
+def _order(index: Tensor, score: Tensor) -> Tuple[Tensor, Tensor]:
+    """Sort each row by decreasing score, equal scores by increasing column index."""
+    index, perm = torch.sort(index, dim=1)
+    score = score.gather(1, perm)
+    score, perm = torch.sort(score, dim=1, descending=True, stable=True)
+    return index.gather(1, perm), score
+
+
+def _select_topk(sim: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """Top-``k`` columns of each row of a block, ties broken towards the lower column index."""
+    extra = int(k < sim.shape[1])
+    score, index = torch.topk(sim, k + extra, dim=1)
+    # torch.topk chooses arbitrarily among columns tied with the k-th score, which happens
+    # exactly where the (k+1)-th score equals the k-th; those rows (rare on continuous
+    # scores) are redone with a stable full sort.
+    if extra:
+        crowded = (score[:, k] == score[:, k - 1]).nonzero().flatten()
+        score, index = score[:, :k], index[:, :k]
+    else:  # k covers the whole row: nothing to choose
+        crowded = torch.empty(0, dtype=torch.long, device=sim.device)
+    if crowded.numel():
+        s, i = torch.sort(sim[crowded], dim=1, descending=True, stable=True)
+        score[crowded], index[crowded] = s[:, :k], i[:, :k]
+    return _order(index, score)
+
+
+def _resolve_backend(backend: str, dtype: torch.dtype, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    if backend == "faiss":
+        if not faiss_available():
+            raise ValueError("backend: 'faiss' needs the optional faiss package "
+                             "(pip install 'pillargraph[faiss]', i.e. faiss-cpu); "
+                             "use backend='torch' or 'auto'")
+        if device.type != "cpu":
+            raise ValueError(f"backend: 'faiss' (faiss-cpu) runs on the CPU, but device is {device}; "
+                             f"use backend='torch' for {device.type}")
+        return "faiss"
+    if backend == "auto":
+        # FAISS computes in float32: float64 inputs keep their precision with torch.
+        if device.type == "cpu" and dtype == torch.float32 and faiss_available():
+            return "faiss"
+    return "torch"
+
+
+# ------------------------------------------------------------------------ top-k search
+def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[int] = None,
+                   exclude_self: bool = False, backend: str = "auto",
+                   device: Device = None) -> Tuple[Tensor, Tensor]:
+    r"""Top-``k`` gallery items of every query by cosine similarity, in chunks.
+
+    Both sides are L2-normalised, so the score is
+
+    .. math::
+        s(q, g) = \frac{q^\top g}{\lVert q \rVert \, \lVert g \rVert}.
+
+    The similarity block of ``chunk_size`` queries against the whole gallery is
+    the only large temporary, so memory is :math:`O(R \cdot k + \text{chunk}
+    \cdot G)`. The result equals a stable descending sort of the dense matrix,
+    truncated to ``k`` columns: ties are broken towards the lower gallery index
+    (``torch`` backend; FAISS breaks ties among the items it returns the same
+    way, but may choose differently which of several items tied at the ``k``-th
+    score it returns).
+
+    Args:
+        queries (Tensor or ndarray): query embeddings :obj:`[R, d]`.
+        gallery (Tensor or ndarray): gallery embeddings :obj:`[G, d]`.
+        k (int): neighbours per query, :obj:`1 <= k <= G` (:obj:`G - 1` with
+            ``exclude_self``).
+        chunk_size (int, optional): queries per block (default: as many as keep
+            one block at :math:`2^{25}` scores, i.e. 128 MiB in float32).
+        exclude_self (bool, optional): queries and gallery are the same set and
+            query ``i`` must not return gallery item ``i`` (default: :obj:`False`).
+        backend (str, optional): ``'torch'`` (matrix products and
+            :func:`torch.topk`), ``'faiss'`` (an exact inner-product index,
+            :class:`faiss.IndexFlatIP`, float32, CPU) or ``'auto'`` (FAISS when it
+            is installed, the device is the CPU and the inputs are float32;
+            otherwise torch) (default: ``'auto'``).
+        device (torch.device or str, optional): where to compute and return the
+            result (default: the device of ``queries``).
+
+    Returns:
+        ``(index, score)``: :obj:`[R, k]` long gallery indices and their scores,
+        each row sorted by decreasing score.
+
+    Raises:
+        ValueError: bad shapes, non-finite values, ``k`` out of range, an
+            unknown backend, or ``backend='faiss'`` without FAISS installed.
+    """
+    q = _float_matrix(queries, "queries")
+    g = _float_matrix(gallery, "gallery")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"gallery: dimension {g.shape[1]} differs from the queries' {q.shape[1]}")
+    if exclude_self and q.shape[0] != g.shape[0]:
+        raise ValueError(f"exclude_self: needs queries and gallery to be the same set, got "
+                         f"{q.shape[0]} queries and {g.shape[0]} gallery items")
+    k = _check_k(k, g.shape[0] - int(exclude_self),
+                 "the gallery (without the query itself)" if exclude_self else "the gallery")
+    device = torch.device(device) if device is not None else q.device
+    dtype = torch.promote_types(q.dtype, g.dtype)
+    step = _chunk_rows(chunk_size, g.shape[0])
+    if _resolve_backend(backend, dtype, device) == "faiss":
+        return _faiss_topk(q, g, k, step, exclude_self)
+
+    qn = F.normalize(q.to(device=device, dtype=dtype), dim=1)
+    gn_t = F.normalize(g.to(device=device, dtype=dtype), dim=1).T
+    index = torch.empty(q.shape[0], k, dtype=torch.long, device=device)
+    score = torch.empty(q.shape[0], k, dtype=dtype, device=device)
+    for a in range(0, q.shape[0], step):
+        sim = qn[a:a + step] @ gn_t
+        if exclude_self:
+            r = torch.arange(sim.shape[0], device=device)
+            sim[r, a + r] = float("-inf")
+        index[a:a + step], score[a:a + step] = _select_topk(sim, k)
+    return index, score
+
+
+def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool) -> Tuple[Tensor, Tensor]:
+    faiss = _import_faiss()
+    qn = F.normalize(q.detach().cpu().float(), dim=1).numpy()
+    gn = np.ascontiguousarray(F.normalize(g.detach().cpu().float(), dim=1).numpy())
+    flat = faiss.IndexFlatIP(gn.shape[1])
+    flat.add(gn)
+    depth = k + int(exclude_self)
+    index = torch.empty(q.shape[0], k, dtype=torch.long)
+    score = torch.empty(q.shape[0], k, dtype=torch.float32)
+    for a in range(0, q.shape[0], step):
+        d, i = flat.search(np.ascontiguousarray(qn[a:a + step]), depth)
+        d, i = torch.from_numpy(d), torch.from_numpy(i).long()
+        if exclude_self:
+            rows = torch.arange(i.shape[0])
+            is_self = i == (a + rows)[:, None]
+            # drop the query itself, or the deepest hit where the query was not returned
+            drop = torch.where(is_self.any(dim=1), is_self.int().argmax(dim=1), depth - 1)
+            keep = torch.ones_like(is_self)
+            keep[rows, drop] = False
+            i, d = i[keep].view(-1, k), d[keep].view(-1, k)
+        index[a:a + step], score[a:a + step] = _order(i, d)
+    return index, score
+
+
+def topk_from_matrix(matrix: Any, k: int, chunk_size: Optional[int] = None, *,
+                     exclude_self: bool = False, device: Device = None) -> Tuple[Tensor, Tensor]:
+    """Top-``k`` columns of every row of a dense similarity matrix, in chunks of rows.
+
+    Only one block of rows is converted and searched at a time, so ``matrix``
+    may be a :class:`numpy.memmap` or a transposed view (``sim_i2t.T`` for
+    ``t2i`` lists) without a dense copy. Ties are broken towards the lower column
+    index, so the result equals a stable descending sort truncated to ``k``.
+
+    Args:
+        matrix (Tensor or ndarray): :obj:`[R, C]` float scores.
+        k (int): columns per row, :obj:`1 <= k <= C` (:obj:`C - 1` with ``exclude_self``).
+        chunk_size (int, optional): rows per block (default: blocks of about
+            :math:`2^{25}` scores).
+        exclude_self (bool, optional): the matrix is square and row ``i`` must not
+            return column ``i`` (default: :obj:`False`).
+        device (torch.device or str, optional): where to compute and return the
+            result (default: the matrix's device; the CPU for arrays).
+
+    Returns:
+        ``(index, score)``: :obj:`[R, k]` long column indices and their scores,
+        each row sorted by decreasing score.
+    """
+    if not isinstance(matrix, (Tensor, np.ndarray)):
+        matrix = _as_tensor(matrix, "matrix")
+    if len(matrix.shape) != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise ValueError(f"matrix: expected a non-empty 2-D matrix, got shape {tuple(matrix.shape)}")
+    is_float = matrix.is_floating_point() if isinstance(matrix, Tensor) else \
+        np.issubdtype(matrix.dtype, np.floating)
+    if not is_float:
+        raise ValueError(f"matrix: expected a float dtype, got {matrix.dtype}")
+    rows, cols = matrix.shape
+    if exclude_self and rows != cols:
+        raise ValueError(f"exclude_self: needs a square matrix, got shape {(rows, cols)}")
+    k = _check_k(k, cols - int(exclude_self), "the matrix (without the diagonal)"
+                 if exclude_self else "the matrix")
+    if device is None:
+        device = matrix.device if isinstance(matrix, Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    step = _chunk_rows(chunk_size, cols)
+    index = score = None
+    for a in range(0, rows, step):
+        block = matrix[a:a + step]
+        block = (block if isinstance(block, Tensor) else torch.from_numpy(np.array(block)))
+        block = block.to(device).contiguous()
+        if not bool(torch.isfinite(block).all()):
+            raise ValueError(f"matrix: non-finite value(s) in rows {a}..{a + block.shape[0] - 1}")
+        if exclude_self:  # out of place: the block may be a view of the caller's matrix
+            r = torch.arange(block.shape[0], device=device)
+            block = block.index_put((r, a + r), torch.tensor(float("-inf"), dtype=block.dtype,
+                                                             device=device))
+        i, s = _select_topk(block, k)
+        if index is None:
+            index = torch.empty(rows, k, dtype=torch.long, device=device)
+            score = torch.empty(rows, k, dtype=s.dtype, device=device)
+        index[a:a + step], score[a:a + step] = i, s
+    return index, score
+
+
+def _is_symmetric(m: Tensor, step: int) -> bool:
+    """Whether a square matrix is symmetric up to rounding, checked a block of rows at a time.
+
+    A cosine matrix from one matrix product is not bit-symmetric, hence the tolerance.
+    """
+    atol = 16 * torch.finfo(m.dtype).eps * max(1.0, float(m.abs().max()))
+    return all(bool(((m[a:a + step] - m[:, a:a + step].T).abs() <= atol).all())
+               for a in range(0, m.shape[0], step))
+
+
+# ---------------------------------------------------------------------- neighbour lists
+_INDEX_FIELDS = tuple(f"{kind}_index" for kind in KINDS)
+_SCORE_FIELDS = tuple(f"{kind}_score" for kind in KINDS)
+_EMB_FIELDS = ("img_emb", "txt_emb", "img_intra_emb", "txt_intra_emb")
+_FIELDS = ("txt2img",) + tuple(f for kind in KINDS for f in (f"{kind}_index", f"{kind}_score")) \
+    + _EMB_FIELDS + ("symmetric_intra",)
+_TRANSPOSE = {"i2t": "t2i", "t2i": "i2t", "i2i": "i2i", "t2t": "t2t"}
+
+
+class NeighborLists:
+    r"""Top-``k`` neighbour lists of a split: a :class:`~pillargraph.data.source.SimilaritySource`
+    that never holds a dense matrix.
+
+    For each kind (``i2t`` image rows and caption columns, ``t2i``, ``i2i``,
+    ``t2t``) it stores the indices and scores of every row's top columns,
+    sorted by decreasing score. Build it with :meth:`from_embeddings` (chunked
+    or FAISS search) or :meth:`from_bundle` (from dense matrices, chunked), and
+    keep it with :meth:`save` / :meth:`load`.
+
+    :meth:`gather` is exact when embeddings are kept. Without them a pair is
+    looked up in the stored lists: in the row's list, and for ``i2t`` / ``t2i``
+    (and ``i2i`` / ``t2t`` when :attr:`symmetric_intra`) also in the column's list
+    of the transposed kind. A pair found in neither is filled with the smallest
+    score stored for its row. That fill is an approximation: the true score is at
+    most this value (the row's list holds every column above it), so it is the
+    tightest value the row's list proves, an upper bound on the truth and the
+    lower bound of everything the list stores.
+
+    Args:
+        txt2img (Tensor): :obj:`[M]` image index of each caption (each image needs
+            at least one caption).
+        i2t_index, i2t_score (Tensor): :obj:`[N, k]` caption indices and scores of
+            each image's top captions.
+        t2i_index, t2i_score (Tensor): :obj:`[M, k]` for each caption's top images.
+        i2i_index, i2i_score (Tensor, optional): :obj:`[N, k]` image-image lists.
+        t2t_index, t2t_score (Tensor, optional): :obj:`[M, k]` caption-caption lists.
+        img_emb, txt_emb (Tensor, optional): :obj:`[N, d]` / :obj:`[M, d]`
+            cross-modal embeddings (both or neither), used for exact :meth:`gather`.
+        img_intra_emb, txt_intra_emb (Tensor, optional): unimodal embeddings the
+            intra lists were computed from; when absent, ``i2i`` / ``t2t`` use
+            ``img_emb`` / ``txt_emb``.
+        symmetric_intra (bool, optional): the intra-modal similarities are
+            symmetric, so ``gather`` may also look ``(a, b)`` up in ``b``'s list
+            (default: :obj:`False`).
+
+    The depth ``k`` may differ between kinds. Intra lists include the row
+    itself when it ranks among its top ``k`` (as dense :func:`torch.topk`
+    does), so both sources give the same answers.
+
+    Raises:
+        ValueError: naming the field, for wrong shapes or dtypes, indices out of
+            range, repeated columns in a row, non-finite scores or scores that are
+            not sorted in decreasing order, or a ``txt2img`` that leaves an image
+            without captions.
+    """
+
+    def __init__(self, txt2img: Any, i2t_index: Any, i2t_score: Any, t2i_index: Any, t2i_score: Any,
+                 i2i_index: Any = None, i2i_score: Any = None, t2t_index: Any = None,
+                 t2t_score: Any = None, img_emb: Any = None, txt_emb: Any = None,
+                 img_intra_emb: Any = None, txt_intra_emb: Any = None,
+                 symmetric_intra: bool = False) -> None:
+        t = _as_tensor(txt2img, "txt2img")
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"txt2img: expected an integer dtype, got {t.dtype}")
+        if t.dim() != 1 or t.numel() == 0:
+            raise ValueError(f"txt2img: expected a non-empty 1-D index, got shape {tuple(t.shape)}")
+        t = t.long()
+        n = _as_tensor(i2t_index, "i2t_index").shape[0] if i2t_index is not None else 0
+        if n == 0:
+            raise ValueError("i2t_index: is required and needs one row per image")
+        m = t.numel()
+        if int(t.min()) < 0 or int(t.max()) >= n:
+            raise ValueError(f"txt2img: values must lie in [0, {n}) (one i2t row per image), got range "
+                             f"[{int(t.min())}, {int(t.max())}]")
+        counts = torch.bincount(t, minlength=n)
+        if bool((counts == 0).any()):
+            raise ValueError(f"txt2img: {int((counts == 0).sum())} image(s) have no caption, e.g. "
+                             f"image {int((counts == 0).nonzero()[0])}")
+        self._txt2img = t
+        self._n, self._m = n, m
+        given = dict(i2t=(i2t_index, i2t_score), t2i=(t2i_index, t2i_score),
+                     i2i=(i2i_index, i2i_score), t2t=(t2t_index, t2t_score))
+        self._index: Dict[str, Optional[Tensor]] = {}
+        self._score: Dict[str, Optional[Tensor]] = {}
+        for kind, (idx, val) in given.items():
+            required = kind in ("i2t", "t2i")
+            if idx is None and val is None and not required:
+                self._index[kind] = self._score[kind] = None
+                continue
+            for value, field in ((idx, f"{kind}_index"), (val, f"{kind}_score")):
+                if value is None:
+                    raise ValueError(f"{field}: is required" if required else
+                                     f"{field}: missing while its {kind} partner is given")
+            self._index[kind], self._score[kind] = self._check_lists(kind, idx, val)
+        device = self._index["i2t"].device
+        self._emb: Dict[str, Optional[Tensor]] = {}
+        embs = dict(img_emb=(img_emb, n), txt_emb=(txt_emb, m), img_intra_emb=(img_intra_emb, n),
+                    txt_intra_emb=(txt_intra_emb, m))
+        for field, (value, rows) in embs.items():
+            self._emb[field] = None if value is None else self._check_emb(field, value, rows)
+        if (self._emb["img_emb"] is None) != (self._emb["txt_emb"] is None):
+            missing = "txt_emb" if self._emb["txt_emb"] is None else "img_emb"
+            raise ValueError(f"{missing}: img_emb and txt_emb must be given together")
+        if self._emb["img_emb"] is not None and \
+                self._emb["img_emb"].shape[1] != self._emb["txt_emb"].shape[1]:
+            raise ValueError(f"txt_emb: dimension {self._emb['txt_emb'].shape[1]} differs from "
+                             f"img_emb's {self._emb['img_emb'].shape[1]}")
+        for name, value in list(self._emb.items()) + [("txt2img", self._txt2img)]:
+            if value is not None and value.device != device:
+                raise ValueError(f"{name}: on {value.device}, but the lists are on {device}")
+        self.symmetric_intra = bool(symmetric_intra)
+        self._keys: Dict[str, Tuple[Tensor, Tensor]] = {}
+        self._unit: Dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------- validation
+    def _rows_cols(self, kind: str) -> Tuple[int, int]:
+        size = {"i": self._n, "t": self._m}
+        return size[kind[0]], size[kind[2]]
+
+    def _check_lists(self, kind: str, idx: Any, val: Any) -> Tuple[Tensor, Tensor]:
+        rows, cols = self._rows_cols(kind)
+        fi, fs = f"{kind}_index", f"{kind}_score"
+        idx, val = _as_tensor(idx, fi), _as_tensor(val, fs)
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+            raise ValueError(f"{fi}: expected an integer dtype, got {idx.dtype}")
+        if idx.dim() != 2 or idx.shape[0] != rows or not 1 <= idx.shape[1] <= cols:
+            raise ValueError(f"{fi}: expected shape ({rows} x k) with 1 <= k <= {cols}, "
+                             f"got {tuple(idx.shape)}")
+        idx = idx.long()
+        if int(idx.min()) < 0 or int(idx.max()) >= cols:
+            raise ValueError(f"{fi}: values must lie in [0, {cols}), got range "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+        if idx.shape[1] > 1:
+            srt = torch.sort(idx, dim=1).values
+            dup = (srt[:, 1:] == srt[:, :-1]).any(dim=1)
+            if bool(dup.any()):
+                raise ValueError(f"{fi}: row {int(dup.nonzero()[0])} lists a column more than once")
+        if not val.is_floating_point():
+            raise ValueError(f"{fs}: expected a float dtype, got {val.dtype}")
+        if tuple(val.shape) != tuple(idx.shape):
+            raise ValueError(f"{fs}: expected shape {tuple(idx.shape)} like {fi}, got {tuple(val.shape)}")
+        if not bool(torch.isfinite(val).all()):
+            raise ValueError(f"{fs}: contains {int((~torch.isfinite(val)).sum())} non-finite value(s)")
+        unsorted = (val[:, 1:] > val[:, :-1]).any(dim=1)
+        if bool(unsorted.any()):
+            raise ValueError(f"{fs}: row {int(unsorted.nonzero()[0])} is not sorted by decreasing score")
+        if val.device != idx.device:
+            raise ValueError(f"{fs}: on {val.device}, but {fi} is on {idx.device}")
+        return idx, val
+
+    @staticmethod
+    def _check_emb(field: str, value: Any, rows: int) -> Tensor:
+        e = _float_matrix(value, field)
+        if e.shape[0] != rows:
+            raise ValueError(f"{field}: expected {rows} rows, got {e.shape[0]}")
+        return e
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def num_images(self) -> int:
+        """Number of images ``N``."""
+        return self._n
+
+    @property
+    def num_texts(self) -> int:
+        """Number of captions ``M``."""
+        return self._m
+
+    @property
+    def txt2img(self) -> Tensor:
+        """:obj:`[M]` image index of each caption."""
+        return self._txt2img
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the stored lists."""
+        return self._index["i2t"].device
+
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether :meth:`gather` is exact for the cross-modal kinds."""
+        return self._emb["img_emb"] is not None
+
+    def has_kind(self, kind: str) -> bool:
+        """Whether lists of ``kind`` are stored."""
+        return self._index[check_kind(kind)] is not None
+
+    def num_cols(self, kind: str) -> int:
+        """Gallery size of ``kind`` (the modality named by its last letter)."""
+        return self._rows_cols(check_kind(kind))[1]
+
+    def depth(self, kind: str) -> int:
+        """Number of neighbours stored per row for ``kind``."""
+        return self.lists(kind)[0].shape[1]
+
+    def lists(self, kind: str) -> Tuple[Tensor, Tensor]:
+        """The stored ``(index, score)`` of ``kind``, :obj:`[R, depth]` (not copies)."""
+        check_kind(kind)
+        if self._index[kind] is None:
+            field = f"{kind}_index"
+            raise ValueError(f"{field}: these neighbour lists have no {kind} lists; build them with "
+                             f"from_embeddings(), or from a bundle that has sim_{kind} "
+                             f"(see SimilarityBundle.with_second_order_intra)")
+        return self._index[kind], self._score[kind]
+
+    def topk(self, kind: str, k: int, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Top-``k`` columns of each row, sorted by decreasing score (a slice of the stored lists).
+
+        Args:
+            kind (str): ``'i2t'``, ``'t2i'``, ``'i2i'`` or ``'t2t'``.
+            k (int): neighbours per row, at most :meth:`depth`.
+            rows (Tensor, optional): :obj:`[R]` row indices (default: all rows).
+
+        Returns:
+            ``(index, score)``, both :obj:`[R, k]`.
+        """
+        index, score = self.lists(kind)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= index.shape[1]:
+            raise ValueError(f"k: {k} neighbours asked for, but only the top {index.shape[1]} {kind} "
+                             f"neighbours are stored (rebuild the lists with a larger k)")
+        if rows is None:
+            return index[:, :k].clone(), score[:, :k].clone()
+        rows = self._check_index(rows, index.shape[0], "rows")
+        if rows.dim() != 1:
+            raise ValueError(f"rows: expected a 1-D index, got shape {tuple(rows.shape)}")
+        return index[rows, :k], score[rows, :k]
+
+    def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """Similarities of (row, column) pairs; ``rows`` and ``cols`` broadcast together.
+
+        Exact cosine similarities when embeddings are kept. Otherwise each pair is
+        looked up in the stored lists (also in the transposed kind's lists where the
+        similarity is known to be symmetric), and a pair stored nowhere is filled with
+        the smallest score stored for its row: an approximation from above of the true
+        score, which is at most that value.
+
+        Returns:
+            A tensor of the broadcast shape of ``rows`` and ``cols``.
+        """
+        check_kind(kind)
+        nrows, ncols = self._rows_cols(kind)
+        rows = self._check_index(rows, nrows, "rows")
+        cols = self._check_index(cols, ncols, "cols")
+        try:
+            shape = torch.broadcast_shapes(rows.shape, cols.shape)
+        except RuntimeError:
+            raise ValueError(f"cols: shape {tuple(cols.shape)} does not broadcast with rows' "
+                             f"{tuple(rows.shape)}") from None
+        r = rows.expand(shape).reshape(-1)
+        c = cols.expand(shape).reshape(-1)
+        emb = self._embeddings(kind)
+        if emb is not None:
+            a, b = emb
+            out = torch.empty(r.numel(), dtype=a.dtype, device=a.device)
+            for s in range(0, r.numel(), _GATHER_CHUNK):
+                out[s:s + _GATHER_CHUNK] = (a[r[s:s + _GATHER_CHUNK]] * b[c[s:s + _GATHER_CHUNK]]).sum(dim=1)
+            return out.view(shape)
+        index, score = self.lists(kind)
+        out = score[r, -1].clone()
+        found = self._lookup(kind, r, c, out)
+        other = _TRANSPOSE[kind]
+        if other != kind or self.symmetric_intra:
+            if self._index[other] is not None and not bool(found.all()):
+                miss = (~found).nonzero().flatten()
+                vals = out[miss]
+                self._lookup(other, c[miss], r[miss], vals)
+                out[miss] = vals
+        return out.view(shape)
+
+    # ------------------------------------------------------------------- internals
+    def _check_index(self, value: Any, size: int, name: str) -> Tensor:
+        t = _as_tensor(value, name)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{name}: expected an integer index, got {t.dtype}")
+        t = t.to(device=self.device, dtype=torch.long)
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= size):
+            raise ValueError(f"{name}: indices must lie in [0, {size}), got range "
+                             f"[{int(t.min())}, {int(t.max())}]")
+        return t
+
+    def _unit_emb(self, field: str) -> Optional[Tensor]:
+        """The L2-normalised embeddings of ``field`` (cached), or None."""
+        if self._emb[field] is None:
+            return None
+        if field not in self._unit:
+            self._unit[field] = F.normalize(self._emb[field], dim=1)
+        return self._unit[field]
+
+    def _embeddings(self, kind: str) -> Optional[Tuple[Tensor, Tensor]]:
+        img, txt = self._unit_emb("img_emb"), self._unit_emb("txt_emb")
+        if kind == "i2t":
+            return None if img is None else (img, txt)
+        if kind == "t2i":
+            return None if img is None else (txt, img)
+        e = self._unit_emb("img_intra_emb" if kind == "i2i" else "txt_intra_emb")
+        e = e if e is not None else (img if kind == "i2i" else txt)
+        return None if e is None else (e, e)
+
+    def _sorted_keys(self, kind: str) -> Tuple[Tensor, Tensor]:
+        """Flat keys ``row * num_cols + col`` in increasing order, with their scores (cached)."""
+        if kind not in self._keys:
+            index, score = self.lists(kind)
+            ncols = self._rows_cols(kind)[1]
+            # sorting within rows sorts the keys globally: row r's keys lie in [r*C, (r+1)*C)
+            idx, perm = torch.sort(index, dim=1)
+            row = torch.arange(index.shape[0], device=index.device)[:, None]
+            self._keys[kind] = ((row * ncols + idx).reshape(-1), score.gather(1, perm).reshape(-1))
+        return self._keys[kind]
+
+    def _lookup(self, kind: str, r: Tensor, c: Tensor, out: Tensor) -> Tensor:
+        """Write the stored score of each pair found into ``out``; return the found mask."""
+        keys, vals = self._sorted_keys(kind)
+        ncols = self._rows_cols(kind)[1]
+        found = torch.zeros(r.numel(), dtype=torch.bool, device=r.device)
+        for s in range(0, r.numel(), _GATHER_CHUNK):
+            q = r[s:s + _GATHER_CHUNK] * ncols + c[s:s + _GATHER_CHUNK]
+            pos = torch.searchsorted(keys, q).clamp_(max=keys.numel() - 1)
+            hit = keys[pos] == q
+            found[s:s + _GATHER_CHUNK] = hit
+            block = out[s:s + _GATHER_CHUNK]
+            block[hit] = vals[pos[hit]].to(out.dtype)
+        return found
+
+    # --------------------------------------------------------------- constructors
+    @classmethod
+    def from_embeddings(cls, img_emb: Any, txt_emb: Any, txt2img: Any,
+                        k: Union[int, Mapping[str, int]] = 100, img_intra_emb: Any = None,
+                        txt_intra_emb: Any = None, *, keep_embeddings: bool = True,
+                        chunk_size: Optional[int] = None, backend: str = "auto",
+                        device: Device = None) -> "NeighborLists":
+        """Neighbour lists of all four kinds by chunked cosine search.
+
+        Cross-modal lists (``i2t``, ``t2i``) come from ``img_emb`` / ``txt_emb``.
+        The intra lists come from the unimodal ``img_intra_emb`` / ``txt_intra_emb``
+        when given (real systems and :mod:`pillargraph.data.synthetic` have
+        per-modality encoders), otherwise from the cross-modal embeddings.
+
+        Args:
+            img_emb (Tensor): :obj:`[N, d]` image embeddings.
+            txt_emb (Tensor): :obj:`[M, d]` caption embeddings.
+            txt2img (Tensor): :obj:`[M]` image index of each caption.
+            k (int or dict, optional): neighbours per row, one depth for all kinds or
+                a dict by kind; capped at the gallery size (default: :obj:`100`).
+            img_intra_emb (Tensor, optional): :obj:`[N, d']` unimodal image embeddings.
+            txt_intra_emb (Tensor, optional): :obj:`[M, d'']` unimodal caption embeddings.
+            keep_embeddings (bool, optional): keep the embeddings so that
+                :meth:`gather` is exact (default: :obj:`True`).
+            chunk_size, backend, device: as in :func:`topk_neighbors`.
+        """
+        img = _float_matrix(img_emb, "img_emb")
+        txt = _float_matrix(txt_emb, "txt_emb")
+        if img.shape[1] != txt.shape[1]:
+            raise ValueError(f"txt_emb: dimension {txt.shape[1]} differs from img_emb's {img.shape[1]}")
+        img_intra = img if img_intra_emb is None else _float_matrix(img_intra_emb, "img_intra_emb")
+        txt_intra = txt if txt_intra_emb is None else _float_matrix(txt_intra_emb, "txt_intra_emb")
+        if img_intra.shape[0] != img.shape[0]:
+            raise ValueError(f"img_intra_emb: expected {img.shape[0]} rows like img_emb, "
+                             f"got {img_intra.shape[0]}")
+        if txt_intra.shape[0] != txt.shape[0]:
+            raise ValueError(f"txt_intra_emb: expected {txt.shape[0]} rows like txt_emb, "
+                             f"got {txt_intra.shape[0]}")
+        depth = cls._depths(k)
+        opts = dict(chunk_size=chunk_size, backend=backend, device=device)
+        pairs = dict(i2t=(img, txt), t2i=(txt, img), i2i=(img_intra, img_intra), t2t=(txt_intra, txt_intra))
+        lists: Dict[str, Tensor] = {}
+        for kind, (q, g) in pairs.items():
+            idx, val = topk_neighbors(q, g, min(depth[kind], g.shape[0]), **opts)
+            lists[f"{kind}_index"], lists[f"{kind}_score"] = idx, val
+        dev = lists["i2t_index"].device
+        embs = {}
+        if keep_embeddings:
+            embs = dict(img_emb=img.to(dev), txt_emb=txt.to(dev),
+                        img_intra_emb=None if img_intra_emb is None else img_intra.to(dev),
+                        txt_intra_emb=None if txt_intra_emb is None else txt_intra.to(dev))
+        t = _as_tensor(txt2img, "txt2img")
+        return cls(txt2img=t.to(dev), symmetric_intra=True, **lists, **embs)
+
+    @classmethod
+    def from_bundle(cls, bundle: SimilarityBundle, k: Union[int, Mapping[str, int]] = 100, *,
+                    chunk_size: Optional[int] = None, device: Device = None) -> "NeighborLists":
+        """Neighbour lists from the dense matrices of a bundle, a block of rows at a time.
+
+        Intra lists are built where the bundle has ``sim_i2i`` / ``sim_t2t``. The
+        bundle's embeddings are not kept: its matrices are the scores to reproduce
+        (they may be re-ranked or come from a one-tower model), so :meth:`gather`
+        answers from the lists.
+
+        Args:
+            bundle (SimilarityBundle): the split.
+            k (int or dict, optional): neighbours per row, one depth for all kinds or
+                a dict by kind; capped at the gallery size (default: :obj:`100`).
+            chunk_size (int, optional): rows per block (see :func:`topk_from_matrix`).
+            device (torch.device or str, optional): where to compute and keep the lists
+                (default: the bundle's device).
+        """
+        if not isinstance(bundle, SimilarityBundle):
+            raise ValueError(f"bundle: expected a SimilarityBundle, got {type(bundle).__name__}")
+        depth = cls._depths(k)
+        mats = dict(i2t=bundle.sim_i2t, t2i=bundle.sim_i2t.T, i2i=bundle.sim_i2i, t2t=bundle.sim_t2t)
+        lists: Dict[str, Tensor] = {}
+        for kind, mat in mats.items():
+            if mat is None:
+                continue
+            idx, val = topk_from_matrix(mat, min(depth[kind], mat.shape[1]), chunk_size, device=device)
+            lists[f"{kind}_index"], lists[f"{kind}_score"] = idx, val
+        symmetric = all(_is_symmetric(m, _chunk_rows(chunk_size, m.shape[1]))
+                        for m in (bundle.sim_i2i, bundle.sim_t2t) if m is not None)
+        t = bundle.txt2img.to(lists["i2t_index"].device)
+        return cls(txt2img=t, symmetric_intra=symmetric, **lists)
+
+    @staticmethod
+    def _depths(k: Union[int, Mapping[str, int]]) -> Dict[str, int]:
+        if isinstance(k, Mapping):
+            unknown = sorted(set(k) - set(KINDS))
+            if unknown:
+                raise ValueError(f"k: unknown kind(s) {unknown}; expected keys among {list(KINDS)}")
+            depth = {kind: k.get(kind, 100) for kind in KINDS}
+        else:
+            depth = {kind: k for kind in KINDS}
+        for kind, d in depth.items():
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+                raise ValueError(f"k: expected a positive int for {kind}, got {d!r}")
+        return {kind: int(d) for kind, d in depth.items()}
+
+    # -------------------------------------------------------------------- utilities
+    def to(self, device: Device) -> "NeighborLists":
+        """A copy with every tensor on ``device``."""
+        return NeighborLists(**{name: (v.to(device) if isinstance(v, Tensor) else v)
+                                for name, v in self._state().items()})
+
+    def _state(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {"txt2img": self._txt2img}
+        for kind in KINDS:
+            state[f"{kind}_index"], state[f"{kind}_score"] = self._index[kind], self._score[kind]
+        state.update(self._emb)
+        state["symmetric_intra"] = self.symmetric_intra
+        return state
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write an uncompressed ``.npz`` keyed by the constructor's argument names.
+
+        Absent lists and embeddings are left out. The file is written to a
+        temporary file in the same folder and renamed into place, so an existing
+        file is never left half-written.
+        """
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise ValueError(f"path: expected a .npz file name, got {path.name!r}")
+        arrays = {}
+        for name, value in self._state().items():
+            if isinstance(value, Tensor):
+                arrays[name] = value.detach().cpu().numpy()
+            elif name == "symmetric_intra":
+                arrays[name] = np.array(value)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike], device: Device = None) -> "NeighborLists":
+        """Read lists written by :meth:`save` (validated like the constructor).
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: not an ``.npz``, unknown or missing keys, or invalid contents.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"neighbour lists file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+        unknown = sorted(set(arrays) - set(_FIELDS))
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; expected a subset of {list(_FIELDS)}")
+        for required in ("txt2img", "i2t_index", "i2t_score", "t2i_index", "t2i_score"):
+            if required not in arrays:
+                raise ValueError(f"{path}: missing required key {required!r}")
+        kwargs: Dict[str, Any] = {}
+        for name, value in arrays.items():
+            if name == "symmetric_intra":
+                if value.shape != () or value.dtype != np.bool_:
+                    raise ValueError(f"symmetric_intra: expected a boolean scalar, got {value.dtype} "
+                                     f"of shape {value.shape}")
+                kwargs[name] = bool(value)
+            else:
+                kwargs[name] = torch.from_numpy(value).to(device) if device is not None \
+                    else torch.from_numpy(value)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{kind}={self.depth(kind)}" for kind in KINDS if self.has_kind(kind))
+        return (f"NeighborLists(num_images={self._n}, num_texts={self._m}, k=({kinds}), "
+                f"embeddings={self.has_embeddings})")
