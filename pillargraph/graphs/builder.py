@@ -150,7 +150,7 @@ class PillarGraphBuilder:
 
     @property
     def num_features(self) -> int:
-        """Feature size of every node: ``2L`` for ``anchor='both'``, else ``L``."""
+        """Feature size of every node, ``2L`` for ``anchor='both'``, else ``L``."""
         return self.num_pillars * (2 if self.anchor == "both" else 1)
 
     def num_candidates(self, direction: str) -> int:
