@@ -41,4 +41,4 @@ docs: install-docs
 	$(MAKE) -C docs html SPHINXBUILD=$(abspath $(BIN))/sphinx-build
 
 clean:
-	rm -rf $(VENV) docs/_build
+	rm -rf $(VENV) docs/_build docs/generated
