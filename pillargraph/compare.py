@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import Tensor
 from .baselines import (DIRECTIONS, QueryBank, Reranker, RetrievalView, available_rerankers,
                         evaluate_rescored, get_reranker)
 from .bundle import SimilarityBundle
+from .io import atomic_write_text
 from .metrics import evaluate
 
 __all__ = ["compare", "ComparisonReport", "ComparisonRow"]
@@ -64,21 +64,6 @@ class ComparisonRow:
 
 def _flag(v: Optional[bool]) -> str:
     return "?" if v is None else ("yes" if v else "-")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -154,8 +139,8 @@ class ComparisonReport:
 
     def save(self, path_md: Union[str, os.PathLike], path_json: Union[str, os.PathLike]) -> None:
         """Write :meth:`to_markdown` and :meth:`to_json`, each atomically (temp file + rename)."""
-        _atomic_write_text(Path(path_md), self.to_markdown())
-        _atomic_write_text(Path(path_json), self.to_json())
+        atomic_write_text(Path(path_md), self.to_markdown())
+        atomic_write_text(Path(path_json), self.to_json())
 
 
 def _missing_inputs(method: Reranker, bundle: SimilarityBundle,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..bundle import ArrayLike, SimilarityBundle
+from ..io import atomic_write
 
 __all__ = ["QueryBank"]
 
@@ -122,18 +122,7 @@ class QueryBank:
             raise ValueError(f"path: expected a .npz file name, got {path.name!r}")
         arrays = {k: getattr(self, k).detach().cpu().numpy() for k in _KEYS
                   if getattr(self, k) is not None}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
         return path
 
     @classmethod

@@ -4,13 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import scipy.sparse
+
+from ..io import atomic_write
 
 __all__ = ["default_cache_dir", "texts_hash", "embedding_cache_key", "EmbeddingCache"]
 
@@ -71,21 +72,6 @@ def embedding_cache_key(content_hash: str, encoder: str, settings: Mapping[str, 
     except TypeError as err:
         raise ValueError(f"settings: not JSON-serialisable ({err})") from None
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class EmbeddingCache:
@@ -149,10 +135,10 @@ class EmbeddingCache:
             raise ValueError(f"array: expected a 2-D matrix, got shape {array.shape}")
         path = self.path(key, label, sparse)
         if sparse:
-            _atomic_write(path, lambda fh: scipy.sparse.save_npz(fh, scipy.sparse.csr_matrix(array),
+            atomic_write(path, lambda fh: scipy.sparse.save_npz(fh, scipy.sparse.csr_matrix(array),
                                                                  compressed=False))
         else:
-            _atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
+            atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
         # a key holds one file: drop a stale one of the other kind
         other = self.path(key, label, not sparse)
         if other.exists():

@@ -16,7 +16,6 @@ and equal a stable descending sort of the dense matrix.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
+from ..io import atomic_write
 from .source import KINDS, check_kind
 
 __all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS"]
@@ -757,18 +757,7 @@ class NeighborLists:
                 arrays[name] = value.detach().cpu().numpy()
             elif name == "symmetric_intra":
                 arrays[name] = np.array(value)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
         return path
 
     @classmethod

@@ -45,7 +45,7 @@ another split's size does. Splits are disjoint images of the same world.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import numpy as np

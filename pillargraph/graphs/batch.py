@@ -7,7 +7,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..modality import DIRECTIONS, IMAGE, NODE_TYPES, TEXT, check_direction  # noqa: F401
+from ..modality import check_direction
 
 __all__ = ["GraphBatch"]
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..data.source import SimilaritySource
 from ..modality import IMAGE, TEXT
-from ..pillars import kind_between, top_others  # noqa: F401  (kind_between re-exported for users)
+from ..modality import kind_between
 
 __all__ = ["NeighborTables", "neighbor_tables", "overlap_counts", "overlap_adjacency"]
 

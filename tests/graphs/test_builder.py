@@ -4,7 +4,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from pillargraph import SimilarityBundle
-from pillargraph.graphs import (GraphBatch, PillarGraphBuilder, QueryGraphDataset, from_hetero_batch,
+from pillargraph.graphs import (PillarGraphBuilder, QueryGraphDataset, from_hetero_batch,
                                 overlap_counts)
 
 from .reference import query_graph

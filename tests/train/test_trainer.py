@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pillargraph import SimilarityBundle, evaluate
+
 from pillargraph.rerank import rerank
 from pillargraph.train import TrainConfig, Trainer, load_checkpoint, model_from_checkpoint
 
