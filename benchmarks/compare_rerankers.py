@@ -13,6 +13,12 @@ the train split and selected on the dev split with the demo's settings, or
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import shlex
 import sys

@@ -11,6 +11,12 @@ Run: python benchmarks/metrics_speed.py [--images 5000] [--sample 0.1]
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import time
 

@@ -13,6 +13,12 @@ Run: python benchmarks/neighbors_memory.py [--images 20000] [--k 100] [--backend
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import resource
 import time

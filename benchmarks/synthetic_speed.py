@@ -9,6 +9,12 @@ float32 ``sim_i2t`` alone would need.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import time
 import tracemalloc
 
