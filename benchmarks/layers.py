@@ -76,8 +76,9 @@ def run_one(split, name, model_kw, builder_kw, train_kw, seed, args):
     t0 = time.perf_counter()
     result = Trainer(model, builder, config, device=args.device).fit(train, dev)
     seconds = time.perf_counter() - t0
-    learned = evaluate(rerank(model, test, builder, fusion=1.0, device=args.device))
-    fused = evaluate(rerank(model, test, builder, device=args.device))
+    graphs = {d: builder.build(test, d) for d in ("i2t", "t2i")}
+    learned = evaluate(rerank(model, test, builder, fusion=1.0, graphs=graphs, device=args.device))
+    fused = evaluate(rerank(model, test, builder, graphs=graphs, device=args.device))
     return {"variant": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
             "train_s": seconds, "best_epoch": result.best_epoch, "fusion": result.fusion,
             "learned": learned, "fused": fused}
@@ -142,18 +143,6 @@ def main(argv=None) -> int:
     layers = [s.strip() for s in args.layers.split(",") if s.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     single = {s.strip() for s in args.single_seed_layers.split(",") if s.strip()}
-    runs, bases = [], {}
-    for seed in seeds:
-        split = load_data(args.data, seed, args)
-        bases[seed] = evaluate(split[2])
-        for name, model_kw, builder_kw, train_kw in variants(layers, args.ablations, args.attend):
-            if name in single and seed != seeds[0]:
-                continue
-            r = run_one(split, name, model_kw, builder_kw, train_kw, seed, args)
-            runs.append(r)
-            print(f"seed {seed} {name:40s} base {bases[seed]['rsum']:.2f}  learned {r['learned']['rsum']:.2f}  "
-                  f"fused {r['fused']['rsum']:.2f}  ({r['train_s']:.0f} s)", flush=True)
-    table = summarise(runs, bases)
     command = "python benchmarks/layers.py " + " ".join(argv if argv is not None else sys.argv[1:])
     note = ("Synthetic data (default generator: 1000 train / 500 dev / 1000 test images, 5 captions each), "
             "test split; gains are re-ranked minus base test rSum, mean ± std over seeds (each seed is a new "
@@ -164,14 +153,31 @@ def main(argv=None) -> int:
             if args.data == "synthetic" else
             "Caption-proxy data (real captions, not image-text results): trained on the COCO 5K proxy, "
             "selected on Flickr30K dev, tested on Flickr30K test.")
-    md = markdown(table, command.strip(), note)
-    print(md)
-    if args.out:
-        out = Path(args.out)
-        atomic_write_text(out.with_suffix(".md"), md)
-        atomic_write_text(out.with_suffix(".json"), json.dumps(
-            {"command": command.strip(), "args": vars(args), "table": table, "runs": runs, "bases": bases},
-            indent=2))
+    runs, bases = [], {}
+
+    def write(final: bool) -> str:
+        table = summarise(runs, bases)
+        md = markdown(table, command.strip(), note if final else note + " (partial: run in progress)")
+        if args.out:
+            out = Path(args.out)
+            atomic_write_text(out.with_suffix(".md"), md)
+            atomic_write_text(out.with_suffix(".json"), json.dumps(
+                {"command": command.strip(), "args": vars(args), "complete": final, "table": table,
+                 "runs": runs, "bases": bases}, indent=2))
+        return md
+
+    for seed in seeds:
+        split = load_data(args.data, seed, args)
+        bases[seed] = evaluate(split[2])
+        for name, model_kw, builder_kw, train_kw in variants(layers, args.ablations, args.attend):
+            if name in single and seed != seeds[0]:
+                continue
+            r = run_one(split, name, model_kw, builder_kw, train_kw, seed, args)
+            runs.append(r)
+            print(f"seed {seed} {name:40s} base {bases[seed]['rsum']:.2f}  learned {r['learned']['rsum']:.2f}  "
+                  f"fused {r['fused']['rsum']:.2f}  ({r['train_s']:.0f} s)", flush=True)
+            write(final=False)  # every finished run is kept, even if the sweep is stopped
+    print(write(final=True))
     return 0
 
 
