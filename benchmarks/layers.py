@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     single = {s.strip() for s in args.single_seed_layers.split(",") if s.strip()}
     command = "python benchmarks/layers.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    note = ("Synthetic data (default generator: 1000 train / 500 dev / 1000 test images, 5 captions each), "
+    note = (f"Synthetic data (generator defaults; {args.train_images} train / {args.dev_images} dev / "
+            f"{args.test_images} test images, 5 captions each), "
             "test split; gains are re-ranked minus base test rSum, mean ± std over seeds (each seed is a new "
             "world and a new initialisation). Same budget for every layer: "
             f"{args.epochs} epochs, hidden {args.hidden}, {args.num_pillars} pillars per half; layers: "
