@@ -118,14 +118,22 @@ class DenseSimilarity:
         if not 1 <= k <= m.shape[1]:
             raise ValueError(f"k: {k} neighbours asked for, but the {kind} gallery has "
                              f"{m.shape[1]} items")
-        if rows is None:
-            rows = torch.arange(m.shape[0], device=m.device)
-        rows = rows.to(m.device)
         idx, val = [], []
-        for a in range(0, rows.numel(), self.chunk_size):
-            v, i = torch.topk(m[rows[a:a + self.chunk_size]], k, dim=1)
-            idx.append(i)
-            val.append(v)
+        if rows is None:
+            # all rows: rank slices in place (t2i: columns of sim_i2t), never copies of rows
+            by_col = kind == "t2i"
+            src = self.bundle.sim_i2t if by_col else m
+            for a in range(0, m.shape[0], self.chunk_size):
+                block = src[:, a:a + self.chunk_size] if by_col else src[a:a + self.chunk_size]
+                v, i = torch.topk(block, k, dim=0 if by_col else 1)
+                idx.append(i.T if by_col else i)
+                val.append(v.T if by_col else v)
+        else:
+            rows = rows.to(m.device)
+            for a in range(0, rows.numel(), self.chunk_size):
+                v, i = torch.topk(m[rows[a:a + self.chunk_size]], k, dim=1)
+                idx.append(i)
+                val.append(v)
         if not idx:
             return (torch.empty(0, k, dtype=torch.long, device=m.device),
                     torch.empty(0, k, dtype=m.dtype, device=m.device))

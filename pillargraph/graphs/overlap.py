@@ -51,17 +51,16 @@ class NeighborTables:
 
     def lookup(self, nodes: Tensor, node_type: Tensor) -> Tuple[Tensor, Tensor]:
         """Image and text neighbour lists of graph nodes, each :obj:`[Q, K, C]`."""
-        q, k = nodes.shape
-        c = self.num_neighbors
-        img = torch.empty(q, k, c, dtype=torch.long, device=nodes.device)
-        txt = torch.empty_like(img)
-        for t in (IMAGE, TEXT):
-            pos = (node_type == t).nonzero().flatten().to(nodes.device)
-            if pos.numel():
-                ids = nodes[:, pos]
-                img[:, pos] = self.image[t].to(nodes.device)[ids]
-                txt[:, pos] = self.text[t].to(nodes.device)[ids]
-        return img, txt
+        is_img = (node_type == IMAGE).to(nodes.device)[None, :, None]
+        n_img, n_txt = self.image[IMAGE].shape[0], self.image[TEXT].shape[0]
+        # look every node up in both tables (ids clamped into range), keep its own type's row
+        as_img, as_txt = nodes.clamp(max=n_img - 1), nodes.clamp(max=n_txt - 1)
+        out = []
+        for table in (self.image, self.text):
+            a = table[IMAGE].to(nodes.device)[as_img]
+            b = table[TEXT].to(nodes.device)[as_txt]
+            out.append(torch.where(is_img, a, b))
+        return out[0], out[1]
 
 
 def neighbor_tables(source: SimilaritySource, num_neighbors: int = 10) -> NeighborTables:
@@ -80,14 +79,14 @@ def neighbor_tables(source: SimilaritySource, num_neighbors: int = 10) -> Neighb
 def overlap_counts(lists: Tensor, chunk_size: int = 512) -> Tensor:
     """Pairwise intersection sizes of the neighbour sets of each graph's nodes, batched.
 
-    Items are re-indexed per graph (a sort of ``graph * V + item`` keys), each
-    node's set becomes a one-hot row over its graph's local vocabulary (at most
-    ``K * C`` items), and one batched matrix product gives every intersection
-    size at once: :math:`W = H H^\top`.
+    Items are re-indexed per graph (one batched sort of each graph's ``K * C``
+    ids: equal ids get one local id), each node's set becomes a one-hot row
+    over its graph's local vocabulary (at most ``K * C`` items), and one batched
+    matrix product gives every intersection size at once: :math:`W = H H^\top`.
 
     Args:
-        lists: :obj:`[Q, K, C]` non-negative neighbour ids of each node, distinct
-            within a node's list. To count two modalities together, offset one
+        lists: :obj:`[Q, K, C]` neighbour ids of each node, distinct within a
+            node's list. To count two modalities together, offset one
             modality's ids so that they do not collide with the other's.
         chunk_size: graphs per product, bounding temporary memory (default: 512).
 
@@ -98,17 +97,17 @@ def overlap_counts(lists: Tensor, chunk_size: int = 512) -> Tensor:
     out = torch.empty(q, k, k, dtype=torch.float32, device=lists.device)
     if lists.numel() == 0:
         return out
-    span = int(lists.max()) + 1
     for s in range(0, q, chunk_size):
-        x = lists[s:s + chunk_size].long()
+        x = lists[s:s + chunk_size].reshape(-1, k * c)
         qc = x.shape[0]
-        keys = x + torch.arange(qc, device=x.device)[:, None, None] * span
-        uniq, inv = torch.unique(keys.view(-1), return_inverse=True)
-        first = torch.searchsorted(uniq, torch.arange(qc, device=x.device) * span)
-        local = inv.view(qc, k, c) - first[:, None, None]
-        vocab = int(local.max()) + 1
+        ids, perm = torch.sort(x, dim=1)
+        first = torch.ones_like(ids, dtype=torch.long)
+        first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+        local_sorted = torch.cumsum(first, dim=1) - 1
+        local = torch.empty_like(local_sorted).scatter_(1, perm, local_sorted)
+        vocab = int(local_sorted[:, -1].max()) + 1
         onehot = torch.zeros(qc, k, vocab, dtype=torch.float32, device=x.device)
-        onehot.scatter_(2, local, 1.0)
+        onehot.scatter_(2, local.view(qc, k, c), 1.0)
         out[s:s + chunk_size] = torch.bmm(onehot, onehot.transpose(1, 2))
     return out
 
