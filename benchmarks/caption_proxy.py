@@ -147,6 +147,13 @@ def without_embeddings(b: SimilarityBundle) -> SimilarityBundle:
     return b.replace(img_emb=None, txt_emb=None)
 
 
+def cut_train(full: SimilarityBundle, images: torch.Tensor, limit: Optional[int]) -> SimilarityBundle:
+    """The training images (the first ``limit`` of them when a time budget asks for it)."""
+    if limit is not None:
+        images = images[:limit]
+    return full.subset(images) if images.numel() < full.num_images else full
+
+
 def dev_bank(test: SimilarityBundle, dev: SimilarityBundle) -> Tuple[Optional[QueryBank], str]:
     """A query bank of the dev split's anchors and captions scored against ``test`` (or why there is none)."""
     if dev.img_emb is None or dev.txt_emb is None or test.img_emb is None or test.txt_emb is None:
@@ -240,16 +247,17 @@ def run_protocol(name: str, data: Bundles, args) -> Dict[str, Any]:
         test = data.get(spec["test"])
         log(f"  [{name}] train {spec['train']} {full.num_images} images, dev {spec['dev']}, "
             f"test {spec['test']}")
-        report, info = run_case(test, dev, full, args.methods, args)
+        train = cut_train(without_embeddings(full), torch.arange(full.num_images), args.train_images)
+        report, info = run_case(test, dev, train, args.methods, args)
         cases.append((spec["test"], report, info))
     else:
         folds = fold_slices(full.num_images, args.folds)
-        for f, idx in enumerate(folds):
+        for f, idx in enumerate(folds[:args.max_folds]):
             rest = np.concatenate([b for g, b in enumerate(folds) if g != f])
             log(f"  [{name}] fold {f + 1}/{len(folds)}: test images {idx[0]}..{idx[-1]}, "
                 f"train {len(rest)} images")
             test = full.subset(torch.as_tensor(idx))
-            train = without_embeddings(full).subset(torch.as_tensor(rest))
+            train = cut_train(without_embeddings(full), torch.as_tensor(rest), args.train_images)
             report, info = run_case(test, dev, train, args.fold_methods, args)
             cases.append((f"{spec['test']} fold {f + 1}", report, info))
             del train, test
@@ -307,6 +315,9 @@ def to_markdown(payload: Dict) -> str:
            f"of the cross-modal score : encoder of the intra-modal similarities.", ""]
     if cfg.get("cuts"):
         out += ["What was cut to fit the time budget:", ""] + [f"- {c}" for c in cfg["cuts"]] + [""]
+    if not cfg.get("complete", True):
+        out += [f"**Partial: {len(payload['results'])} of {len(cfg['combos']) * len(cfg['protocols'])} "
+                f"(combo, protocol) results so far.**", ""]
     if cfg.get("limit"):
         out += [f"Every split cut to its first {cfg['limit']} images (smoke run).", ""]
     out += ["## Summary (rSum)", "",
@@ -370,7 +381,8 @@ def to_markdown(payload: Dict) -> str:
             out += [f"- {r['method']} ({r['status']}): {r.get('reason', '')}" for r in others]
             out += [f"- {m} (cut): not run on this protocol's test bundles to fit the time budget" for m in not_run]
         out += ["", "Learned re-ranker per " + ("fold" if len(res["cases"]) > 1 else "run") + ": "
-                + "; ".join(f"{c['test']}: best epoch {c['learned']['best_epoch'] + 1}/{c['learned']['epochs_run']}, "
+                + "; ".join(f"{c['test']}: trained on {c['learned']['train_images']} images x "
+                            f"{c['learned']['train_texts']} captions, best epoch {c['learned']['best_epoch'] + 1}/{c['learned']['epochs_run']}, "
                             f"dev rSum {c['learned']['best_dev_rsum']:.2f}, fusion "
                             f"i2t {c['learned']['fusion']['i2t']:g} / t2i {c['learned']['fusion']['t2i']:g}, "
                             f"trained in {c['learned']['train_seconds']:.0f}s"
@@ -394,7 +406,8 @@ def plot(payload: Dict, path: Path) -> None:
     fig, axes = plt.subplots(rows_n, cols, figsize=(7.5 * cols, height * rows_n), squeeze=False)
     for ax, res in zip(axes.flat, results):
         rows = sorted(_ok_rows(res["table"]), key=lambda r: r["delta"]["rsum"])
-        names = [r["method"] for r in rows]
+        short = {LEARNED: "pillargraph (learned)", LEARNED_FUSED: "pillargraph (learned + fusion)"}
+        names = [short.get(r["method"], r["method"]) for r in rows]
         vals = [r["delta"]["rsum"] for r in rows]
         colors = ["tab:orange" if r["method"] in (LEARNED, LEARNED_FUSED) else
                   ("tab:green" if v > 0 else "tab:red") for r, v in zip(rows, vals)]
@@ -433,6 +446,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--methods", default=None, help="comma-separated training-free methods (default: all)")
     p.add_argument("--fold-methods", default=None,
                    help="methods on the coco1k folds (default: --methods); a cut here is reported")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="train on only the first N images of each training pool (a time-budget cut, reported)")
+    p.add_argument("--max-folds", type=int, default=None,
+                   help="run only the first K folds of coco1k (a time-budget cut, reported)")
     p.add_argument("--limit", type=int, default=None, help="cut every split to its first N images (smoke runs)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
@@ -452,6 +469,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.methods = [get_reranker(m).name for m in args.methods]
     args.fold_methods = [get_reranker(m).name for m in args.fold_methods]
     cuts = []
+    if args.train_images is not None:
+        if args.train_images < 2:
+            raise ValueError("--train-images: need at least 2")
+        cuts.append(f"each learned re-ranker trained on only the first {args.train_images} images (and their "
+                    f"captions) of its training pool, not the whole pool")
+    if args.max_folds is not None:
+        if not 1 <= args.max_folds <= args.folds:
+            raise ValueError(f"--max-folds: expected 1..{args.folds}")
+        if args.max_folds < args.folds and "coco1k" in protocols:
+            cuts.append(f"COCO 1K: only the first {args.max_folds} of {args.folds} folds were run and averaged")
     missing = [m for m in all_methods if m not in args.methods]
     if missing:
         cuts.append(f"training-free methods not run anywhere: {', '.join(missing)}")
@@ -463,36 +490,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    ["benchmarks/caption_proxy.py", *(sys.argv[1:] if argv is None else argv)])
     device = args.device or "cpu"
     t_start = time.perf_counter()
-    results = []
+    config = {"combos": [f"{c}:{i}" for c, i in combos], "protocols": protocols, "epochs": args.epochs,
+              "seed": args.seed, "folds": args.folds, "max_folds": args.max_folds,
+              "train_images": args.train_images, "methods": args.methods,
+              "fold_methods": args.fold_methods, "all_methods": all_methods, "limit": args.limit,
+              "device": device, "torch_threads": torch.get_num_threads(), "cuts": cuts,
+              "anchor": 0, "tfidf_fit": ["f30k_dev", "coco_dev"],
+              "learned": {"builder": {"num_pillars": 32}, "model": {"hidden_channels": 128},
+                          "train": vars(TrainConfig(epochs=args.epochs, seed=args.seed))},
+              "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+    payload = {"command": command, "note": "caption-proxy results on real captions, NOT image-text results",
+               "config": config, "results": []}
+    out = Path(args.out)
+    todo = len(combos) * len(protocols)
     for cross, intra in combos:
         data = Bundles(cross, intra, args.limit, device)
         for proto in protocols:
             log(f"combo {cross}:{intra}, protocol {proto}")
             res = run_protocol(proto, data, args)
             res["combo"] = f"{cross}:{intra}"
-            results.append(res)
-            log(f"  done in {res['seconds']}s")
+            payload["results"].append(res)
+            config["seconds_total"] = round(time.perf_counter() - t_start, 1)
+            config["complete"] = len(payload["results"]) == todo
+            # written after every (combo, protocol), so an interrupted run keeps what it finished
+            write_outputs(payload, out)
+            log(f"  done in {res['seconds']}s; wrote {out}.md, .json, .png "
+                f"({len(payload['results'])}/{todo})")
         del data
         gc.collect()
-    config = {"combos": [f"{c}:{i}" for c, i in combos], "protocols": protocols, "epochs": args.epochs,
-              "seed": args.seed, "folds": args.folds, "methods": args.methods,
-              "fold_methods": args.fold_methods, "all_methods": all_methods, "limit": args.limit,
-              "device": device, "torch_threads": torch.get_num_threads(), "cuts": cuts,
-              "anchor": 0, "tfidf_fit": ["f30k_dev", "coco_dev"],
-              "learned": {"builder": {"num_pillars": 32}, "model": {"hidden_channels": 128},
-                          "train": vars(TrainConfig(epochs=args.epochs, seed=args.seed))},
-              "versions": {"torch": torch.__version__, "python": platform.python_version()},
-              "seconds_total": round(time.perf_counter() - t_start, 1)}
-    payload = {"command": command, "note": "caption-proxy results on real captions, NOT image-text results",
-               "config": config, "results": results}
-    out = Path(args.out)
-    md = to_markdown(payload)
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(payload, indent=1, default=str) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), md.encode())
-    plot(payload, out.with_suffix(".png"))
-    print(md)
-    log(f"total {config['seconds_total']}s; wrote {out}.md, .json, .png")
+    print(to_markdown(payload))
+    log(f"total {config['seconds_total']}s")
     return 0
+
+
+def write_outputs(payload: Dict, out: Path) -> None:
+    """``OUT.json``, ``OUT.md`` and ``OUT.png``, each atomically."""
+    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(payload, indent=1, default=str) + "\n").encode())
+    atomic_write_bytes(out.with_suffix(".md"), to_markdown(payload).encode())
+    plot(payload, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
