@@ -47,6 +47,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+if __package__ in (None, ""):  # run as a script from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import torch
 
@@ -435,25 +438,8 @@ def plot(payload: Dict, path: Path) -> None:
 
 
 # ------------------------------------------------------------------ main
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--combos", default="minilm:minilm,tfidf:minilm",
-                   help="comma-separated CROSS:INTRA encoder pairs (minilm|tfidf)")
-    p.add_argument("--protocols", default="transfer,coco1k", help="comma-separated: transfer, coco1k")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", type=int, default=5, help="folds of the coco1k protocol")
-    p.add_argument("--methods", default=None, help="comma-separated training-free methods (default: all)")
-    p.add_argument("--fold-methods", default=None,
-                   help="methods on the coco1k folds (default: --methods); a cut here is reported")
-    p.add_argument("--train-images", type=int, default=None,
-                   help="train on only the first N images of each training pool (a time-budget cut, reported)")
-    p.add_argument("--max-folds", type=int, default=None,
-                   help="run only the first K folds of coco1k (a time-budget cut, reported)")
-    p.add_argument("--limit", type=int, default=None, help="cut every split to its first N images (smoke runs)")
-    p.add_argument("--device", default=None, help="torch device (default: cpu)")
-    p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
-    args = p.parse_args(argv)
+def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
+    """Validate the arguments (ValueError naming the flag); returns ``(combos, protocols, cuts)``."""
     combos = parse_combos(args.combos)
     protocols = [x.strip() for x in args.protocols.split(",") if x.strip()]
     for x in protocols:
@@ -486,6 +472,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if fold_missing and "coco1k" in protocols:
         cuts.append(f"on the COCO 1K folds only {', '.join(args.fold_methods)} ran; "
                     f"{', '.join(fold_missing)} ran on Flickr30K test only")
+    return combos, protocols, cuts
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--combos", default="minilm:minilm,tfidf:minilm",
+                   help="comma-separated CROSS:INTRA encoder pairs (minilm|tfidf)")
+    p.add_argument("--protocols", default="transfer,coco1k", help="comma-separated: transfer, coco1k")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5, help="folds of the coco1k protocol")
+    p.add_argument("--methods", default=None, help="comma-separated training-free methods (default: all)")
+    p.add_argument("--fold-methods", default=None,
+                   help="methods on the coco1k folds (default: --methods); a cut here is reported")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="train on only the first N images of each training pool (a time-budget cut, reported)")
+    p.add_argument("--max-folds", type=int, default=None,
+                   help="run only the first K folds of coco1k (a time-budget cut, reported)")
+    p.add_argument("--limit", type=int, default=None, help="cut every split to its first N images (smoke runs)")
+    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
+    args = p.parse_args(argv)
+    try:
+        combos, protocols, cuts = check_args(args)
+    except ValueError as err:
+        p.error(str(err))
+    all_methods = list(available_rerankers())
     command = "python " + " ".join(shlex.quote(a) for a in
                                    ["benchmarks/caption_proxy.py", *(sys.argv[1:] if argv is None else argv)])
     device = args.device or "cpu"
