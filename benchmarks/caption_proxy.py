@@ -65,6 +65,7 @@ from pillargraph.rerank import rerank
 from pillargraph.train import TrainConfig, Trainer
 
 ENCODERS = ("minilm", "tfidf")
+DEFAULT_EPOCHS = 3
 PROTOCOLS = {
     "transfer": {"train": "coco_testall", "dev": "f30k_dev", "test": "f30k_test",
                  "title": "transfer: train COCO 5K proxy, select on Flickr30K dev, test Flickr30K test"},
@@ -456,11 +457,15 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
     args.methods = [get_reranker(m).name for m in args.methods]
     args.fold_methods = [get_reranker(m).name for m in args.fold_methods]
     cuts = []
+    if args.epochs < DEFAULT_EPOCHS:
+        cuts.append(f"the learned re-ranker trained for {args.epochs} epoch(s) instead of {DEFAULT_EPOCHS}")
     if args.train_images is not None:
         if args.train_images < 2:
             raise ValueError("--train-images: need at least 2")
         cuts.append(f"each learned re-ranker trained on only the first {args.train_images} images (and their "
-                    f"captions) of its training pool, not the whole pool")
+                    f"captions) of its training pool in file order, not the whole pool; on the COCO folds that "
+                    f"is the lowest-numbered other fold, so several folds share one training set (fold 1 "
+                    f"trains on fold 2, every later fold on fold 1; no model sees its own test fold)")
     if args.max_folds is not None:
         if not 1 <= args.max_folds <= args.folds:
             raise ValueError(f"--max-folds: expected 1..{args.folds}")
@@ -481,7 +486,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--combos", default="minilm:minilm,tfidf:minilm",
                    help="comma-separated CROSS:INTRA encoder pairs (minilm|tfidf)")
     p.add_argument("--protocols", default="transfer,coco1k", help="comma-separated: transfer, coco1k")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="folds of the coco1k protocol")
     p.add_argument("--methods", default=None, help="comma-separated training-free methods (default: all)")
