@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from pillargraph import SimilarityBundle, evaluate
+from pillargraph.cli import main
+from pillargraph.data.synthetic import synthetic_splits
+
+SMALL = ["--num-pillars", "8", "--k-i2t", "8", "--k-t2i", "4", "--overlap-neighbors", "4",
+         "--hidden", "16", "--heads", "2", "--epochs", "1", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    train, dev, test = synthetic_splits(40, 20, 20, seed=1)
+    for name, b in (("train", train), ("dev", dev), ("test", test)):
+        b.save(root / f"{name}.npz")
+    return root
+
+
+def test_train_then_rerank(files, capsys):
+    run = files / "run"
+    assert main(["train", "--train", str(files / "train.npz"), "--dev", str(files / "dev.npz"),
+                 "--out", str(run), *SMALL]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs_run"] == 1 and (run / "best.pt").exists()
+    out = files / "test.reranked.npz"
+    assert main(["rerank", "--checkpoint", str(run / "best.pt"), str(files / "test.npz"),
+                 "--out", str(out)]) == 0
+    assert "re-ranked" in capsys.readouterr().out
+    reranked = SimilarityBundle.load(out)
+    assert reranked.sim_i2t.shape == (20, 100)
+    # fusion weight 0 reproduces the base ranking
+    base_out = files / "test.base.npz"
+    assert main(["rerank", "--checkpoint", str(run / "best.pt"), str(files / "test.npz"),
+                 "--out", str(base_out), "--fusion-weight", "0"]) == 0
+    base = SimilarityBundle.load(files / "test.npz")
+    assert evaluate(SimilarityBundle.load(base_out)) == pytest.approx(evaluate(base))
+    # never overwrite without --force, never clobber a run
+    before = out.read_bytes()
+    assert main(["rerank", "--checkpoint", str(run / "best.pt"), str(files / "test.npz"),
+                 "--out", str(out)]) == 2
+    assert out.read_bytes() == before
+    assert main(["train", "--train", str(files / "train.npz"), "--dev", str(files / "dev.npz"),
+                 "--out", str(run), *SMALL]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_bad_inputs_are_one_line_errors(files, capsys):
+    assert main(["rerank", "--checkpoint", str(files / "missing.pt"), str(files / "test.npz"),
+                 "--out", str(files / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint not found" in err and "Traceback" not in err
+    (files / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["rerank", "--checkpoint", str(files / "junk.pt"), str(files / "test.npz"),
+                 "--out", str(files / "x.npz")]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--train", str(files / "train.npz"), "--dev", str(files / "dev.npz"),
+              "--out", str(files / "r2"), "--anchor", "middle"])
+    assert exc.value.code == 2
+    assert main(["train", "--train", str(files / "train.npz"), "--dev", str(files / "dev.npz"),
+                 "--out", str(files / "r3"), "--layer", "nope", *SMALL[:-4]]) == 2
+    assert "nope" in capsys.readouterr().err
