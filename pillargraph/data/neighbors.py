@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..bundle import SimilarityBundle
+from ..bundle import SimilarityBundle, _as_tensor
 from ..io import atomic_write
 from .source import KINDS, check_kind
 
@@ -53,15 +53,6 @@ def _import_faiss():
 def faiss_available() -> bool:
     """Whether the optional ``faiss`` package (``pip install 'pillargraph[faiss]'``) is installed."""
     return _import_faiss() is not None
-
-
-def _as_tensor(value: Any, name: str) -> Tensor:
-    if isinstance(value, Tensor):
-        return value
-    try:
-        return torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}: cannot be converted to a tensor ({err})") from None
 
 
 def _float_matrix(value: Any, name: str) -> Tensor:
