@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .io import atomic_write
+from .io import atomic_write, read_npz
 
 __all__ = ["SimilarityBundle", "ArrayLike"]
 
@@ -273,22 +273,7 @@ class SimilarityBundle:
             FileNotFoundError: the file does not exist.
             ValueError: unknown keys, a missing required key, or invalid contents.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"bundle file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except ValueError as err:
-            raise ValueError(f"{path}: not a readable .npz bundle ({err})") from None
-        except OSError as err:
-            raise ValueError(f"{path}: not a readable .npz bundle ({err})") from None
-        unknown = sorted(set(arrays) - set(_FIELD_NAMES))
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; expected a subset of {list(_FIELD_NAMES)}")
-        for required in ("sim_i2t", "txt2img"):
-            if required not in arrays:
-                raise ValueError(f"{path}: missing required key {required!r}")
+        arrays = read_npz(path, "bundle", _FIELD_NAMES, required=("sim_i2t", "txt2img"))
         return cls(**{k: torch.from_numpy(v) for k, v in arrays.items()})
 
     def __repr__(self) -> str:

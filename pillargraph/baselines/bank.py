@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..bundle import ArrayLike, SimilarityBundle
-from ..io import atomic_write
+from ..io import atomic_write, read_npz
 
 __all__ = ["QueryBank"]
 
@@ -133,17 +133,7 @@ class QueryBank:
             FileNotFoundError: the file does not exist.
             ValueError: unknown keys, no bank key, or invalid contents.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"query bank file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{path}: not a readable .npz query bank ({err})") from None
-        unknown = sorted(set(arrays) - set(_KEYS))
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; expected a subset of {list(_KEYS)}")
+        arrays = read_npz(path, "query bank", _KEYS)
         if not arrays:
             raise ValueError(f"{path}: holds neither bank_i2t nor bank_t2i")
         return cls(**{k: torch.from_numpy(v) for k, v in arrays.items()})

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..bundle import SimilarityBundle, _as_tensor
-from ..io import atomic_write
+from ..io import atomic_write, read_npz
 from .source import KINDS, check_kind
 
 __all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS"]
@@ -759,20 +759,8 @@ class NeighborLists:
             FileNotFoundError: the file does not exist.
             ValueError: not an ``.npz``, unknown or missing keys, or invalid contents.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"neighbour lists file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{path}: not a readable .npz file ({err})") from None
-        unknown = sorted(set(arrays) - set(_FIELDS))
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; expected a subset of {list(_FIELDS)}")
-        for required in ("txt2img", "i2t_index", "i2t_score", "t2i_index", "t2i_score"):
-            if required not in arrays:
-                raise ValueError(f"{path}: missing required key {required!r}")
+        arrays = read_npz(path, "neighbour lists", _FIELDS,
+                          required=("txt2img", "i2t_index", "i2t_score", "t2i_index", "t2i_score"))
         kwargs: Dict[str, Any] = {}
         for name, value in arrays.items():
             if name == "symmetric_intra":
