@@ -56,7 +56,7 @@ import torch
 from pillargraph.baselines import QueryBank, available_rerankers, get_reranker
 from pillargraph.bundle import SimilarityBundle
 from pillargraph.compare import ComparisonReport, compare
-from pillargraph.data.captions import caption_proxy_bundle
+from pillargraph.data import caption_proxy_bundle
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.metrics import fold_slices
 from pillargraph.modality import DIRECTIONS

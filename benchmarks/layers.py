@@ -61,7 +61,7 @@ def variants(layers, ablations: bool, attend: str):
 def load_data(kind: str, seed: int, args):
     if kind == "synthetic":
         return synthetic_splits(args.train_images, args.dev_images, args.test_images, seed=seed)
-    from pillargraph.data.captions import caption_proxy_bundle
+    from pillargraph.data import caption_proxy_bundle
     kw = dict(cross=args.cross, intra=args.intra)
     return (caption_proxy_bundle("coco_testall", **kw), caption_proxy_bundle("f30k_dev", **kw),
             caption_proxy_bundle("f30k_test", **kw))

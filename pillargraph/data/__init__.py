@@ -1,8 +1,10 @@
 """Data: similarity sources (dense or top-k neighbour lists), synthetic retrieval problems, and the
 real-caption proxy (whose encoders need the ``bench`` extra and are imported lazily)."""
-from .captions import (CaptionSplit, caption_proxy_bundle, captions_root, encode_caption_split,
-                       list_caption_splits, load_caption_split, read_captions)
+from .caption_proxy import ProxyEmbeddings, caption_proxy_bundle, caption_proxy_embeddings, caption_proxy_lists
+from .captions import (CaptionSplit, captions_root, encode_caption_split, list_caption_splits,
+                       load_caption_split, read_captions)
 from .embedding_cache import EmbeddingCache
+from .episodes import EpisodicSimilarity
 from .neighbors import BACKENDS, NeighborLists, faiss_available, topk_from_matrix, topk_neighbors
 from .source import KINDS, DenseSimilarity, SimilaritySource, as_source, check_kind
 from .synthetic import (SyntheticConfig, SyntheticSplit, SyntheticWorld, synthetic_embeddings,
@@ -13,6 +15,7 @@ __all__ = [
     "SimilaritySource",
     "DenseSimilarity",
     "NeighborLists",
+    "EpisodicSimilarity",
     "as_source",
     "check_kind",
     "KINDS",
@@ -27,6 +30,9 @@ __all__ = [
     "synthetic_splits",
     "CaptionSplit",
     "caption_proxy_bundle",
+    "caption_proxy_embeddings",
+    "caption_proxy_lists",
+    "ProxyEmbeddings",
     "captions_root",
     "encode_caption_split",
     "list_caption_splits",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import scipy.sparse
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -68,6 +69,14 @@ def _float_matrix(value: Any, name: str) -> Tensor:
     return t
 
 
+def _embedding_side(value: Any, name: str) -> Any:
+    """A dense float tensor, or a validated scipy sparse matrix passed through."""
+    if scipy.sparse.issparse(value):
+        _check_sparse_side(value, name)
+        return value
+    return _float_matrix(value, name)
+
+
 def _chunk_rows(chunk_size: Optional[int], num_cols: int) -> int:
     if chunk_size is None:
         return max(1, _CHUNK_ELEMENTS // max(num_cols, 1))
@@ -110,6 +119,66 @@ def _select_topk(sim: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     return _order(index, score)
 
 
+def _progress(total: int, enabled: bool, desc: str):
+    """A tqdm bar over ``total`` rows, or None when disabled."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="rows", leave=False)
+
+
+def _unit_rows(x: Any) -> Any:
+    """Rows scaled to unit L2 norm (zero rows stay zero); scipy sparse stays sparse (CSR, float32)."""
+    if scipy.sparse.issparse(x):
+        x = scipy.sparse.csr_matrix(x, dtype=np.float32)
+        norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
+        return scipy.sparse.diags(1.0 / np.maximum(norm, 1e-12)).astype(np.float32) @ x
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _check_sparse_side(x: Any, name: str) -> None:
+    if len(x.shape) != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty 2-D matrix, got shape {tuple(x.shape)}")
+    data = x.data if scipy.sparse.issparse(x) else np.asarray(x)
+    if not np.issubdtype(data.dtype, np.floating):
+        raise ValueError(f"{name}: expected a float dtype, got {data.dtype}")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name}: contains {int((~np.isfinite(data)).sum())} non-finite value(s)")
+
+
+def _sparse_topk(queries: Any, gallery: Any, k: int, chunk_size: Optional[int], exclude_self: bool,
+                 device: torch.device, progress: bool) -> Tuple[Tensor, Tensor]:
+    r""":func:`topk_neighbors` where either side is a scipy sparse matrix (e.g. raw TF-IDF).
+
+    Each block of query rows is made dense and multiplied with the sparse
+    gallery (``G @ q_block^T``), so memory stays :math:`O(\text{chunk} \cdot G)`
+    and no dense copy of a sparse side is ever made.
+    """
+    q, g = _unit_rows(queries), _unit_rows(gallery)
+    step = _chunk_rows(chunk_size, g.shape[0])
+    index = torch.empty(q.shape[0], k, dtype=torch.long, device=device)
+    score = torch.empty(q.shape[0], k, dtype=torch.float32, device=device)
+    bar = _progress(q.shape[0], progress, "top-k (sparse)")
+    for a in range(0, q.shape[0], step):
+        block = q[a:a + step]
+        if scipy.sparse.issparse(g):
+            dense = block.toarray() if scipy.sparse.issparse(block) else block
+            sim = np.asarray(g @ dense.T).T
+        else:
+            sim = np.asarray(block @ g.T)
+        sim = torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32)).to(device)
+        if exclude_self:
+            r = torch.arange(sim.shape[0], device=device)
+            sim[r, a + r] = float("-inf")
+        index[a:a + step], score[a:a + step] = _select_topk(sim, k)
+        if bar is not None:
+            bar.update(sim.shape[0])
+    if bar is not None:
+        bar.close()
+    return index, score
+
+
 def _resolve_backend(backend: str, dtype: torch.dtype, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend: unknown backend {backend!r}; expected one of {list(BACKENDS)}")
@@ -132,7 +201,7 @@ def _resolve_backend(backend: str, dtype: torch.dtype, device: torch.device) -> 
 # ------------------------------------------------------------------------ top-k search
 def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[int] = None,
                    exclude_self: bool = False, backend: str = "auto",
-                   device: Device = None) -> Tuple[Tensor, Tensor]:
+                   device: Device = None, progress: bool = False) -> Tuple[Tensor, Tensor]:
     r"""Top-``k`` gallery items of every query by cosine similarity, in chunks.
 
     Both sides are L2-normalised, so the score is
@@ -148,9 +217,14 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
     way, but may choose differently which of several items tied at the ``k``-th
     score it returns).
 
+    Either side may be a :mod:`scipy.sparse` matrix (e.g. raw TF-IDF); then
+    blocks of query rows are multiplied with the sparse side (sparse-dense
+    products, never a dense copy of a sparse matrix), in float32 on the CPU,
+    and ``backend`` is ignored.
+
     Args:
-        queries (Tensor or ndarray): query embeddings :obj:`[R, d]`.
-        gallery (Tensor or ndarray): gallery embeddings :obj:`[G, d]`.
+        queries (Tensor, ndarray or scipy.sparse matrix): query embeddings :obj:`[R, d]`.
+        gallery (Tensor, ndarray or scipy.sparse matrix): gallery embeddings :obj:`[G, d]`.
         k (int): neighbours per query, :obj:`1 <= k <= G` (:obj:`G - 1` with
             ``exclude_self``).
         chunk_size (int, optional): queries per block (default: as many as keep
@@ -164,6 +238,8 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
             otherwise torch) (default: ``'auto'``).
         device (torch.device or str, optional): where to compute and return the
             result (default: the device of ``queries``).
+        progress (bool, optional): show a progress bar over query rows
+            (default: :obj:`False`).
 
     Returns:
         ``(index, score)``: :obj:`[R, k]` long gallery indices and their scores,
@@ -173,6 +249,18 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
         ValueError: bad shapes, non-finite values, ``k`` out of range, an
             unknown backend, or ``backend='faiss'`` without FAISS installed.
     """
+    if scipy.sparse.issparse(queries) or scipy.sparse.issparse(gallery):
+        _check_sparse_side(queries, "queries")
+        _check_sparse_side(gallery, "gallery")
+        if queries.shape[1] != gallery.shape[1]:
+            raise ValueError(f"gallery: dimension {gallery.shape[1]} differs from the queries' "
+                             f"{queries.shape[1]}")
+        if exclude_self and queries.shape[0] != gallery.shape[0]:
+            raise ValueError(f"exclude_self: needs queries and gallery to be the same set, got "
+                             f"{queries.shape[0]} queries and {gallery.shape[0]} gallery items")
+        k = _check_k(k, gallery.shape[0] - int(exclude_self), "the gallery")
+        return _sparse_topk(queries, gallery, k, chunk_size, exclude_self,
+                            torch.device(device or "cpu"), progress)
     q = _float_matrix(queries, "queries")
     g = _float_matrix(gallery, "gallery")
     if q.shape[1] != g.shape[1]:
@@ -186,22 +274,28 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
     dtype = torch.promote_types(q.dtype, g.dtype)
     step = _chunk_rows(chunk_size, g.shape[0])
     if _resolve_backend(backend, dtype, device) == "faiss":
-        return _faiss_topk(q, g, k, step, exclude_self)
+        return _faiss_topk(q, g, k, step, exclude_self, progress)
 
     qn = F.normalize(q.to(device=device, dtype=dtype), dim=1)
     gn_t = F.normalize(g.to(device=device, dtype=dtype), dim=1).T
     index = torch.empty(q.shape[0], k, dtype=torch.long, device=device)
     score = torch.empty(q.shape[0], k, dtype=dtype, device=device)
+    bar = _progress(q.shape[0], progress, "top-k")
     for a in range(0, q.shape[0], step):
         sim = qn[a:a + step] @ gn_t
         if exclude_self:
             r = torch.arange(sim.shape[0], device=device)
             sim[r, a + r] = float("-inf")
         index[a:a + step], score[a:a + step] = _select_topk(sim, k)
+        if bar is not None:
+            bar.update(sim.shape[0])
+    if bar is not None:
+        bar.close()
     return index, score
 
 
-def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool) -> Tuple[Tensor, Tensor]:
+def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool,
+                progress: bool = False) -> Tuple[Tensor, Tensor]:
     faiss = _import_faiss()
     qn = F.normalize(q.detach().cpu().float(), dim=1).numpy()
     gn = np.ascontiguousarray(F.normalize(g.detach().cpu().float(), dim=1).numpy())
@@ -210,7 +304,10 @@ def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool) -> 
     depth = k + int(exclude_self)
     index = torch.empty(q.shape[0], k, dtype=torch.long)
     score = torch.empty(q.shape[0], k, dtype=torch.float32)
+    bar = _progress(q.shape[0], progress, "top-k (faiss)")
     for a in range(0, q.shape[0], step):
+        if bar is not None:
+            bar.update(min(step, q.shape[0] - a))
         d, i = flat.search(np.ascontiguousarray(qn[a:a + step]), depth)
         d, i = torch.from_numpy(d), torch.from_numpy(i).long()
         if exclude_self:
@@ -222,6 +319,8 @@ def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool) -> 
             keep[rows, drop] = False
             i, d = i[keep].view(-1, k), d[keep].view(-1, k)
         index[a:a + step], score[a:a + step] = _order(i, d)
+    if bar is not None:
+        bar.close()
     return index, score
 
 
@@ -623,13 +722,17 @@ class NeighborLists:
                         k: Union[int, Mapping[str, int]] = 100, img_intra_emb: Any = None,
                         txt_intra_emb: Any = None, *, keep_embeddings: bool = True,
                         chunk_size: Optional[int] = None, backend: str = "auto",
-                        device: Device = None) -> "NeighborLists":
+                        device: Device = None, progress: bool = False) -> "NeighborLists":
         """Neighbour lists of all four kinds by chunked cosine search.
 
         Cross-modal lists (``i2t``, ``t2i``) come from ``img_emb`` / ``txt_emb``.
         The intra lists come from the unimodal ``img_intra_emb`` / ``txt_intra_emb``
         when given (real systems and :mod:`pillargraph.data.synthetic` have
         per-modality encoders), otherwise from the cross-modal embeddings.
+
+        Any of the embeddings may be a :mod:`scipy.sparse` matrix (raw TF-IDF);
+        those are searched with sparse products (see :func:`topk_neighbors`) and
+        never kept, so :meth:`gather` answers their kinds from the lists.
 
         Args:
             img_emb (Tensor): :obj:`[N, d]` image embeddings.
@@ -639,35 +742,39 @@ class NeighborLists:
                 a dict by kind; capped at the gallery size (default: :obj:`100`).
             img_intra_emb (Tensor, optional): :obj:`[N, d']` unimodal image embeddings.
             txt_intra_emb (Tensor, optional): :obj:`[M, d'']` unimodal caption embeddings.
-            keep_embeddings (bool, optional): keep the embeddings so that
+            keep_embeddings (bool, optional): keep the (dense) embeddings so that
                 :meth:`gather` is exact (default: :obj:`True`).
-            chunk_size, backend, device: as in :func:`topk_neighbors`.
+            chunk_size, backend, device, progress: as in :func:`topk_neighbors`.
         """
-        img = _float_matrix(img_emb, "img_emb")
-        txt = _float_matrix(txt_emb, "txt_emb")
+        img, txt = _embedding_side(img_emb, "img_emb"), _embedding_side(txt_emb, "txt_emb")
         if img.shape[1] != txt.shape[1]:
             raise ValueError(f"txt_emb: dimension {txt.shape[1]} differs from img_emb's {img.shape[1]}")
-        img_intra = img if img_intra_emb is None else _float_matrix(img_intra_emb, "img_intra_emb")
-        txt_intra = txt if txt_intra_emb is None else _float_matrix(txt_intra_emb, "txt_intra_emb")
-        if img_intra.shape[0] != img.shape[0]:
-            raise ValueError(f"img_intra_emb: expected {img.shape[0]} rows like img_emb, "
-                             f"got {img_intra.shape[0]}")
-        if txt_intra.shape[0] != txt.shape[0]:
-            raise ValueError(f"txt_intra_emb: expected {txt.shape[0]} rows like txt_emb, "
-                             f"got {txt_intra.shape[0]}")
+        img_intra = img if img_intra_emb is None else _embedding_side(img_intra_emb, "img_intra_emb")
+        txt_intra = txt if txt_intra_emb is None else _embedding_side(txt_intra_emb, "txt_intra_emb")
+        for name, side, ref in (("img_intra_emb", img_intra, img), ("txt_intra_emb", txt_intra, txt)):
+            if side.shape[0] != ref.shape[0]:
+                raise ValueError(f"{name}: expected {ref.shape[0]} rows like {name[:3]}_emb, "
+                                 f"got {side.shape[0]}")
         depth = cls._depths(k)
-        opts = dict(chunk_size=chunk_size, backend=backend, device=device)
+        opts = dict(chunk_size=chunk_size, backend=backend, device=device, progress=progress)
         pairs = dict(i2t=(img, txt), t2i=(txt, img), i2i=(img_intra, img_intra), t2t=(txt_intra, txt_intra))
         lists: Dict[str, Tensor] = {}
         for kind, (q, g) in pairs.items():
             idx, val = topk_neighbors(q, g, min(depth[kind], g.shape[0]), **opts)
             lists[f"{kind}_index"], lists[f"{kind}_score"] = idx, val
         dev = lists["i2t_index"].device
-        embs = {}
-        if keep_embeddings:
-            embs = dict(img_emb=img.to(dev), txt_emb=txt.to(dev),
-                        img_intra_emb=None if img_intra_emb is None else img_intra.to(dev),
-                        txt_intra_emb=None if txt_intra_emb is None else txt_intra.to(dev))
+
+        def kept(x: Any, given: Any = True) -> Optional[Tensor]:
+            dense = keep_embeddings and given is not None and not scipy.sparse.issparse(x)
+            return x.to(dev) if dense else None
+
+        embs = dict(img_emb=kept(img), txt_emb=kept(txt), img_intra_emb=kept(img_intra, img_intra_emb),
+                    txt_intra_emb=kept(txt_intra, txt_intra_emb))
+        if embs["img_emb"] is None or embs["txt_emb"] is None:  # both or neither
+            embs["img_emb"] = embs["txt_emb"] = None
+            for side, name in ((img_intra, "img_intra_emb"), (txt_intra, "txt_intra_emb")):
+                if embs[name] is None and side is (img if name == "img_intra_emb" else txt):
+                    embs[name] = kept(side)  # intra from the dense cross side: keep it as intra
         t = _as_tensor(txt2img, "txt2img")
         return cls(txt2img=t.to(dev), symmetric_intra=True, **lists, **embs)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pillargraph import SimilarityBundle, evaluate
-from pillargraph.data.captions import (CAPTIONS_ENV, CaptionSplit, caption_proxy_bundle, captions_root,
+from pillargraph.data.caption_proxy import caption_proxy_bundle
+from pillargraph.data.captions import (CAPTIONS_ENV, CaptionSplit, captions_root,
                                        encode_caption_split, list_caption_splits, load_caption_split,
                                        read_captions)
 from pillargraph.data.text_encoders import TextEncoder
@@ -277,3 +278,89 @@ def test_real_minilm_same_encoder_matches_readme():
     m = evaluate(caption_proxy_bundle("f30k_test", "minilm", None, root=REAL))
     got = [m[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")]
     np.testing.assert_allclose(got, [73.7, 91.4, 94.6, 56.8, 79.0, 86.1], atol=0.15)
+
+
+# ------------------------------------------------------------------ gzip files, lists, episodes
+def test_gzip_caption_files_read_transparently(folder):
+    import gzip
+    lines = make_captions(3, 5, seed=9)
+    (folder / "zipped_caps.txt.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    assert read_captions(folder / "zipped_caps.txt.gz") == lines
+    assert "zipped" in list_caption_splits(folder)
+    split = load_caption_split("zipped", root=folder)
+    assert split.name == "zipped" and split.num_images == 3 and list(split.captions) == lines
+    (folder / "broken_caps.txt.gz").write_bytes(gzip.compress(b"a\nb\n")[:-6])
+    with pytest.raises(ValueError, match="broken gzip"):
+        load_caption_split("broken", root=folder)
+
+
+def test_sparse_topk_matches_dense():
+    import scipy.sparse
+
+    from pillargraph.data import topk_neighbors
+    rng = np.random.default_rng(0)
+    q = scipy.sparse.random(40, 30, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    g = scipy.sparse.random(70, 30, density=0.2, random_state=2, format="csr", dtype=np.float32)
+    qd, gd = q.toarray() + 1e-3 * rng.random((40, 30), dtype=np.float32), g.toarray()
+    q = scipy.sparse.csr_matrix(qd)
+    for queries, gallery in ((q, g), (qd, g), (q, gd)):
+        idx, val = topk_neighbors(queries, gallery, 5, chunk_size=7)
+        ref = cosine(qd, np.maximum(gd, 0) + 0.0)
+        ref[~np.isfinite(ref)] = 0.0
+        top = np.sort(ref, axis=1)[:, ::-1][:, :5]
+        np.testing.assert_allclose(val.numpy(), top, atol=1e-5)
+        np.testing.assert_allclose(np.take_along_axis(ref, idx.numpy(), 1), val.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="dimension"):
+        topk_neighbors(q, g[:, :10], 3)
+
+
+def test_proxy_lists_match_the_dense_bundle(folder, tmp_path):
+    from pillargraph.data import caption_proxy_embeddings
+    enc, intra = LetterEncoder(), LetterEncoder("shifted", shift=3)
+    emb = caption_proxy_embeddings("toy_dev", enc, intra, root=folder, cache_dir=tmp_path)
+    dense, lists = emb.bundle(), emb.lists(k=6)
+    mats = dict(i2t=dense.sim_i2t, t2i=dense.sim_i2t.T, i2i=dense.sim_i2i, t2t=dense.sim_t2t)
+    for kind, m in mats.items():
+        idx, val = lists.topk(kind, 6)
+        np.testing.assert_allclose(val.numpy(), torch.topk(m, 6, dim=1).values.numpy(), atol=1e-6)
+        rows = torch.arange(m.shape[0])[:, None]
+        np.testing.assert_allclose(lists.gather(kind, rows, idx).numpy(), m[rows, idx].numpy(), atol=1e-6)
+    assert torch.equal(lists.txt2img, dense.txt2img)
+
+
+def test_proxy_episodes_are_the_dense_bundles_of_each_block(folder, tmp_path):
+    from pillargraph.data import EpisodicSimilarity, caption_proxy_embeddings
+    from pillargraph.graphs import PillarGraphBuilder
+    emb = caption_proxy_embeddings("toy_dev", LetterEncoder(), LetterEncoder("s", shift=3), root=folder,
+                                   cache_dir=tmp_path)
+    eps = emb.episodes(3)  # 8 images: two episodes of 3, the last 2 images dropped
+    assert isinstance(eps, EpisodicSimilarity) and eps.num_episodes == 2
+    assert (eps.num_images, eps.num_texts) == (6, 24)
+    builder = PillarGraphBuilder(num_pillars=2, k_i2t=4, k_t2i=3, overlap_neighbors=2)
+    for e, images in enumerate(([0, 1, 2], [3, 4, 5])):
+        ref = emb.subset(images).bundle()
+        got = eps.episode(e)
+        assert torch.equal(got.sim_i2t, ref.sim_i2t) and torch.equal(got.sim_t2t, ref.sim_t2t)
+        for direction, per in (("i2t", 3), ("t2i", 12)):
+            whole = builder.build(eps, direction, torch.arange(e * per, (e + 1) * per)).graphs
+            alone = builder.build(ref, direction).graphs
+            torch.testing.assert_close(whole.x, alone.x)
+            torch.testing.assert_close(whole.base_score, alone.base_score)
+            torch.testing.assert_close(whole.adj, alone.adj)
+            assert torch.equal(whole.y, alone.y)
+    with pytest.raises(ValueError, match="across episodes"):
+        eps.gather("i2t", torch.tensor([0]), torch.tensor([20]))
+    with pytest.raises(ValueError, match="images_per_episode"):
+        emb.episodes(1)
+
+
+def test_real_f30k_train_split_is_listed_and_read():
+    try:
+        root = captions_root()
+    except FileNotFoundError:
+        pytest.skip("caption folder not available")
+    if not (root / "f30k_train_caps.txt.gz").is_file():
+        pytest.skip("f30k_train_caps.txt.gz not available")
+    assert "f30k_train" in list_caption_splits()
+    split = load_caption_split("f30k_train")
+    assert (split.num_images, split.num_captions) == (29000, 145000)
