@@ -16,8 +16,8 @@ __all__ = ["SimilarityBundle", "ArrayLike"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
-_FLOAT_FIELDS = ("sim_i2t", "sim_i2i", "sim_t2t", "img_emb", "txt_emb")
-_FIELD_NAMES = ("sim_i2t", "txt2img", "sim_i2i", "sim_t2t", "img_emb", "txt_emb")
+_FLOAT_FIELDS = ("sim_i2t", "sim_i2i", "sim_t2t", "img_emb", "txt_emb", "sim_t2i")
+_FIELD_NAMES = ("sim_i2t", "txt2img", "sim_i2i", "sim_t2t", "img_emb", "txt_emb", "sim_t2i")
 
 
 def _as_tensor(value: Any, name: str) -> Tensor:
@@ -62,6 +62,12 @@ class SimilarityBundle:
         sim_t2t (Tensor, optional): caption-caption similarity :obj:`[M, M]`.
         img_emb (Tensor, optional): image embeddings :obj:`[N, d]`.
         txt_emb (Tensor, optional): caption embeddings :obj:`[M, d]`.
+        sim_t2i (Tensor, optional): :obj:`[M, N]` scores that rank the images for
+            each caption query, stored only when they differ from ``sim_i2t.T``:
+            a re-ranked result whose two directions were re-scored separately
+            (each keeps its own top-K guarantee, which one matrix cannot do for
+            both). Metrics, re-rankers and graph builders read t2i rankings from
+            :attr:`t2i_scores`, i.e. from this field when present.
 
     Numpy arrays are accepted and converted to tensors (without a copy where
     possible). Construction validates shapes, dtypes, finiteness and the
@@ -74,6 +80,7 @@ class SimilarityBundle:
     sim_t2t: Optional[Tensor] = None
     img_emb: Optional[Tensor] = None
     txt_emb: Optional[Tensor] = None
+    sim_t2i: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         for name in _FIELD_NAMES:
@@ -112,6 +119,8 @@ class SimilarityBundle:
             _check_float(self.sim_i2i, "sim_i2i", (n, n))
         if self.sim_t2t is not None:
             _check_float(self.sim_t2t, "sim_t2t", (m, m))
+        if self.sim_t2i is not None:
+            _check_float(self.sim_t2i, "sim_t2i", (m, n))
         if self.img_emb is not None:
             _check_float(self.img_emb, "img_emb", (n, None))
         if self.txt_emb is not None:
@@ -133,9 +142,10 @@ class SimilarityBundle:
         return self.sim_i2t.shape[1]
 
     @property
-    def sim_t2i(self) -> Tensor:
-        """Text-to-image similarity, the transpose of :attr:`sim_i2t` (a view)."""
-        return self.sim_i2t.T
+    def t2i_scores(self) -> Tensor:
+        """:obj:`[M, N]` scores that rank images per caption: :attr:`sim_t2i` when
+        stored, else the transpose of :attr:`sim_i2t` (a view)."""
+        return self.sim_t2i if self.sim_t2i is not None else self.sim_i2t.T
 
     @property
     def has_intra(self) -> bool:
@@ -244,6 +254,8 @@ class SimilarityBundle:
             out["img_emb"] = self.img_emb[images]
         if self.txt_emb is not None:
             out["txt_emb"] = self.txt_emb[texts]
+        if self.sim_t2i is not None:
+            out["sim_t2i"] = self.sim_t2i[texts][:, images]
         return SimilarityBundle(**out)
 
     def replace(self, **changes: Any) -> "SimilarityBundle":

@@ -10,7 +10,7 @@ seconds. Inputs may be numpy arrays or torch tensors on any device.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence, Union
+from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .bundle import ArrayLike, SimilarityBundle
 
-__all__ = ["evaluate", "evaluate_folds", "i2t_ranks", "t2i_ranks", "recall_at_k", "METRIC_KEYS"]
+__all__ = ["evaluate", "evaluate_folds", "evaluate_lists", "i2t_ranks", "t2i_ranks", "recall_at_k",
+           "METRIC_KEYS"]
 
 #: Keys of :func:`evaluate`'s result for the default ``ks=(1, 5, 10)``.
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
@@ -136,31 +137,30 @@ def _summary(prefix: str, ranks: Tensor, ks: Sequence[int]) -> Dict[str, float]:
 
 
 def evaluate(sim_i2t: Union[ArrayLike, SimilarityBundle], txt2img: ArrayLike = None,
-             ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
+             ks: Iterable[int] = (1, 5, 10), sim_t2i: Optional[ArrayLike] = None) -> Dict[str, float]:
     r"""Recall@K in both directions, rSum, median and mean rank.
 
     Args:
         sim_i2t: :obj:`[N, M]` image-to-text scores, or a
-            :class:`~pillargraph.SimilarityBundle` (then ``txt2img`` is taken from it).
+            :class:`~pillargraph.SimilarityBundle` (then ``txt2img`` and, when the
+            bundle stores one, ``sim_t2i`` are taken from it).
         txt2img: :obj:`[M]` image index of each caption.
         ks: cut-offs for Recall@K (default: ``(1, 5, 10)``).
+        sim_t2i: :obj:`[M, N]` scores that rank the images of each caption, when
+            they differ from ``sim_i2t.T`` (default: ``sim_i2t.T``).
 
     Returns:
         A dict with ``i2t_r{k}`` and ``t2i_r{k}`` (percent) for each ``k``,
         ``rsum`` (the sum of all recalls), and ``i2t_medr``, ``i2t_meanr``,
         ``t2i_medr``, ``t2i_meanr`` (1-based ranks).
     """
-    if isinstance(sim_i2t, SimilarityBundle):
-        txt2img = sim_i2t.txt2img if txt2img is None else txt2img
-        sim_i2t = sim_i2t.sim_i2t
-    if txt2img is None:
-        raise ValueError("txt2img: required when sim_i2t is a matrix")
+    sim_i2t, txt2img, sim_t2i = _unpack(sim_i2t, txt2img, sim_t2i)
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
         raise ValueError(f"ks: expected positive cut-offs, got {ks}")
     s, t = _inputs(sim_i2t, txt2img)
     i2t = _summary("i2t", _i2t_ranks(s, t), ks)
-    t2i = _summary("t2i", _t2i_ranks(s, t), ks)
+    t2i = _summary("t2i", _t2i_ranks(_t2i_as_columns(sim_t2i, s), t), ks)
     out: Dict[str, float] = {}
     out.update({f"i2t_r{k}": i2t[f"i2t_r{k}"] for k in ks})
     out.update({f"t2i_r{k}": t2i[f"t2i_r{k}"] for k in ks})
@@ -172,6 +172,31 @@ def evaluate(sim_i2t: Union[ArrayLike, SimilarityBundle], txt2img: ArrayLike = N
     return out
 
 
+def _unpack(sim_i2t, txt2img, sim_t2i) -> tuple:
+    """``(sim_i2t, txt2img, sim_t2i)`` from a bundle or from matrices."""
+    if isinstance(sim_i2t, SimilarityBundle):
+        txt2img = sim_i2t.txt2img if txt2img is None else txt2img
+        sim_t2i = sim_i2t.sim_t2i if sim_t2i is None else sim_t2i
+        sim_i2t = sim_i2t.sim_i2t
+    if txt2img is None:
+        raise ValueError("txt2img: required when sim_i2t is a matrix")
+    return sim_i2t, txt2img, sim_t2i
+
+
+def _t2i_as_columns(sim_t2i: Optional[ArrayLike], s: Tensor) -> Tensor:
+    """The t2i scores laid out like ``sim_i2t`` (captions along columns)."""
+    if sim_t2i is None:
+        return s
+    st = sim_t2i if isinstance(sim_t2i, Tensor) else torch.as_tensor(np.asarray(sim_t2i))
+    if tuple(st.shape) != (s.shape[1], s.shape[0]):
+        raise ValueError(f"sim_t2i: expected shape ({s.shape[1]}, {s.shape[0]}), got {tuple(st.shape)}")
+    if not st.is_floating_point():
+        st = st.double()
+    if not bool(torch.isfinite(st.sum())) and bool(torch.isnan(st).any()):
+        raise ValueError("sim_t2i: contains NaN")
+    return st.T.to(s.device)
+
+
 def fold_slices(num_images: int, folds: int) -> list[np.ndarray]:
     """Consecutive image index blocks of the fold protocol (as even as possible)."""
     if folds < 1 or folds > num_images:
@@ -180,20 +205,73 @@ def fold_slices(num_images: int, folds: int) -> list[np.ndarray]:
 
 
 def evaluate_folds(sim_i2t: Union[ArrayLike, SimilarityBundle], txt2img: ArrayLike = None,
-                   folds: int = 5, ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
+                   folds: int = 5, ks: Iterable[int] = (1, 5, 10),
+                   sim_t2i: Optional[ArrayLike] = None) -> Dict[str, float]:
     """The MS-COCO 1K protocol: metrics averaged over consecutive image folds.
 
     Images are split into ``folds`` consecutive blocks (1000 each for the 5K
     test set); each block is evaluated against its own captions only, and the
     metrics (rSum included) are averaged over the blocks.
     """
-    if isinstance(sim_i2t, SimilarityBundle):
-        txt2img = sim_i2t.txt2img if txt2img is None else txt2img
-        sim_i2t = sim_i2t.sim_i2t
+    sim_i2t, txt2img, sim_t2i = _unpack(sim_i2t, txt2img, sim_t2i)
     s, t = _inputs(sim_i2t, txt2img)
+    st = _t2i_as_columns(sim_t2i, s)
     results = []
     for block in fold_slices(s.shape[0], folds):
         lo, hi = int(block[0]), int(block[-1]) + 1
         texts = ((t >= lo) & (t < hi)).nonzero().flatten()
-        results.append(evaluate(s[lo:hi][:, texts], t[texts] - lo, ks=ks))
+        results.append(evaluate(s[lo:hi][:, texts], t[texts] - lo, ks=ks,
+                                sim_t2i=None if sim_t2i is None else st[lo:hi][:, texts].T))
     return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+
+
+def _list_ranks(index: Tensor, score: Tensor, positive: Tensor, num_cols: int) -> Tensor:
+    """Tie-pessimistic 1-based rank of each row's best positive in its top list, ``inf`` when not provable.
+
+    A positive tied with the list's last score may have unseen ties outside a
+    truncated list, so its rank is unknown and counted as beyond the list.
+    """
+    pos_score = torch.where(positive, score.double(), torch.full_like(score, float("-inf"), dtype=torch.float64))
+    best = pos_score.max(dim=1).values
+    rank = (score.double() >= best[:, None]).sum(dim=1).double()
+    truncated = index.shape[1] < num_cols
+    unknown = torch.isinf(best) | (truncated & (best <= score[:, -1].double()))
+    return torch.where(unknown, torch.full_like(rank, float("inf")), rank)
+
+
+def evaluate_lists(source, ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
+    """Recall@K and rSum from top-k neighbour lists (no dense matrix needed).
+
+    Each direction reads its own lists: ``i2t`` lists rank the captions of each
+    image, ``t2i`` lists the images of each caption, so a re-ranked
+    :class:`~pillargraph.data.NeighborLists` is evaluated exactly like a dense
+    result whose two directions were re-scored separately. Ranks follow
+    :func:`evaluate` (1-based, ties against the query); a positive beyond a list,
+    or tied with its last stored score, is a miss. Median and mean ranks need
+    every rank, hence a dense matrix, and are not returned.
+
+    Args:
+        source: a :class:`~pillargraph.data.NeighborLists` (anything with
+            ``lists(kind)``, ``txt2img``, ``num_images`` and ``num_texts``).
+        ks: cut-offs, each below the depth of both cross-modal lists (e.g. lists of
+            depth 11 or more for R@10).
+
+    Raises:
+        ValueError: a cut-off deeper than the stored lists.
+    """
+    ks = tuple(int(k) for k in ks)
+    t = source.txt2img.long()
+    i_idx, i_score = source.lists("i2t")
+    t_idx, t_score = source.lists("t2i")
+    # a truncated list proves ranks up to its depth - 1 (the last entry may tie with unseen items)
+    depth = min(i_idx.shape[1] - (i_idx.shape[1] < source.num_texts),
+                t_idx.shape[1] - (t_idx.shape[1] < source.num_images))
+    if not ks or min(ks) < 1 or max(ks) > depth:
+        raise ValueError(f"ks: cut-offs must lie in [1, {depth}] (stored lists prove ranks up to their "
+                         f"depth minus one), got {ks}")
+    rows = torch.arange(i_idx.shape[0], device=i_idx.device)[:, None]
+    ranks = {"i2t": _list_ranks(i_idx, i_score, t.to(i_idx.device)[i_idx] == rows, source.num_texts),
+             "t2i": _list_ranks(t_idx, t_score, t_idx == t.to(t_idx.device)[:, None], source.num_images)}
+    out = {f"{d}_r{k}": recall_at_k(ranks[d], k) for d in ("i2t", "t2i") for k in ks}
+    out["rsum"] = sum(out.values())
+    return out

@@ -1,11 +1,8 @@
 r"""Re-ranking a split with a trained model (method.md, section 6).
 
-For every query of a direction, the model re-scores its top candidates; the
+For every query of a direction, the model re-scores its top candidates and the
 new scores are written back so that the top-``K`` set stays above every item
-outside it, and the two directions are fused:
-
-.. math::
-    S = \tfrac{1}{2}\,\big(S'_{\text{i2t}} + S'^{\top}_{\text{t2i}}\big).
+outside it.
 
 **Write-back.** Within a query's list, the score to write is
 :math:`z = w\,\tilde{\ell} + (1 - w)\,\tilde{b}`, where :math:`\tilde{\ell}` and
@@ -15,8 +12,30 @@ affinely (hence monotonically) onto the range of the list's original base
 scores, :math:`[b_{\min}, b_{\max}]`. Items outside the list keep their base
 score, which is at most :math:`b_{\min}`, so the top-``K`` set stays on top.
 :math:`w = 1` is the learned ranking alone, :math:`w = 0` returns the base
-ranking exactly, and :func:`select_fusion_weights` picks :math:`w` per
-direction on a dev split, so re-ranking never silently lowers dev recall.
+ranking, and :func:`select_fusion_weights` picks :math:`w` per direction on a
+dev split, so re-ranking never lowers *dev* recall (on other splits it may).
+
+**Directions.** The i2t write-back re-scores rows (image queries), the t2i
+write-back re-scores columns (caption queries). One matrix cannot keep the
+top-K guarantee of every row and every column at once (a row's list and a
+column's list may demand opposite orders of the same two entries), so a
+re-ranked result carries one matrix per direction: ``sim_i2t`` ranks the
+captions of each image and ``sim_t2i`` the images of each caption (see
+:class:`~pillargraph.SimilarityBundle`). :data:`OUTPUTS`:
+
+* ``'fused'`` (default): both directions' learned information, per list. With
+  :math:`A` the row-written and :math:`B` the column-written matrix, the paper's
+  average :math:`F = \tfrac12 (A + B)` is computed and then re-projected into
+  each list: an image's candidates are ordered by :math:`F` and mapped affinely
+  onto that row's base range (likewise each caption's candidates, along
+  columns). Every row of ``sim_i2t`` and every row of ``sim_t2i`` keeps its
+  top-K set on top and its outside items at their base scores.
+* ``'directions'``: ``sim_i2t = A``, ``sim_t2i = B``: no mixing of directions.
+* ``'i2t'`` / ``'t2i'``: only that direction re-ranked; the other keeps the base.
+
+The paper's plain average as one matrix does not keep the guarantee: a
+caption outside image ``i``'s list can be lifted by the write-back of its own
+column and overtake captions inside the list.
 """
 from __future__ import annotations
 
@@ -28,19 +47,24 @@ import torch
 from torch import Tensor
 
 from .bundle import SimilarityBundle
+from .data.neighbors import NeighborLists
 from .graphs.batch import GraphBatch
 from .graphs.builder import PillarGraphBuilder
 from .graphs.dataset import QueryGraphDataset
-from .metrics import evaluate
+from .metrics import evaluate, evaluate_lists
 from .modality import DIRECTIONS
 
-__all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "select_fusion_weights",
-           "FusionChoice", "OUTPUTS", "DEFAULT_FUSION_GRID"]
+__all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scores", "combine",
+           "select_fusion_weights",
+           "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored"]
 
-#: What :func:`rerank` can return.
-OUTPUTS = ("fused", "i2t", "t2i")
+#: What :func:`rerank` can return (see the module docstring).
+OUTPUTS = ("fused", "directions", "i2t", "t2i")
 #: Fusion weights tried by :func:`select_fusion_weights`.
 DEFAULT_FUSION_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+#: ``{direction: (graphs, learned scores [Q, K])}``, what :func:`rerank_scores` returns.
+Scored = Dict[str, Tuple[QueryGraphDataset, Tensor]]
 
 
 def _standardise(s: Tensor, mask: Tensor) -> Tensor:
@@ -95,22 +119,136 @@ def write_back(base: Tensor, graphs: GraphBatch, learned: Tensor, weight: float)
     Returns:
         The re-scored :obj:`[Q_all, G]` matrix.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight: fusion weight must lie in [0, 1], got {weight}")
     cmask = graphs.candidate_mask.to(learned.device)
     cand = graphs.node_index[:, cmask].to(base.device)
     rows = graphs.query_index.to(base.device)
-    b = base[rows[:, None], cand].double()
-    ell = learned[:, cmask].to(base.device).double()
+    b = base[rows[:, None], cand]
+    out = base.clone()
+    out[rows[:, None], cand] = mapped_scores(b, learned[:, cmask].to(base.device), weight)
+    return out
+
+
+def mapped_scores(base: Tensor, learned: Tensor, weight: float) -> Tensor:
+    r"""The write-back of one list per row: :math:`z = w\,\tilde{\ell} + (1 - w)\,\tilde{b}`
+    mapped affinely onto each row's base range (see the module docstring).
+
+    Args:
+        base: :obj:`[Q, C]` base scores of each query's candidates.
+        learned: :obj:`[Q, C]` learned scores of the same candidates.
+        weight: fusion weight :math:`w` in ``[0, 1]``.
+
+    Returns:
+        :obj:`[Q, C]` scores in ``base``'s dtype; a row whose :math:`z` is
+        constant (e.g. all-equal inputs) keeps its base scores.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight: fusion weight must lie in [0, 1], got {weight}")
+    b, ell = base.double(), learned.double()
     ones = torch.ones_like(b)
     z = weight * _standardise(ell, ones) + (1.0 - weight) * _standardise(b, ones)
     lo, hi = b.min(-1, keepdim=True).values, b.max(-1, keepdim=True).values
     zlo, zhi = z.min(-1, keepdim=True).values, z.max(-1, keepdim=True).values
     span = (zhi - zlo)
     mapped = torch.where(span > 0, lo + (z - zlo) / span.clamp_min(1e-300) * (hi - lo), b)
-    out = base.clone()
-    out[rows[:, None], cand] = mapped.to(base.dtype)
-    return out
+    return mapped.to(base.dtype)
+
+
+def _project(base: Tensor, graphs: GraphBatch, scores: Tensor) -> Tensor:
+    """Order each list's candidates by ``scores`` (same layout as ``base``) within the list's base range."""
+    cmask = graphs.candidate_mask
+    cand = graphs.node_index[:, cmask].to(base.device)
+    rows = graphs.query_index.to(base.device)
+    learned = torch.zeros(cand.shape[0], cmask.numel(), dtype=scores.dtype)
+    learned[:, cmask.cpu()] = scores[rows[:, None], cand].cpu()
+    return write_back(base, graphs, learned, 1.0)
+
+
+def combine(bundle: SimilarityBundle, scored: Scored, w_i2t: float, w_t2i: float,
+            output: str = "fused") -> SimilarityBundle:
+    """Write both directions' learned scores back into ``bundle`` (on the CPU) as ``output`` asks.
+
+    Args:
+        bundle: the split the graphs were built from.
+        scored: :func:`rerank_scores`' result.
+        w_i2t, w_t2i: fusion weights per direction.
+        output: one of :data:`OUTPUTS` (see the module docstring).
+
+    Returns:
+        A copy of ``bundle`` with ``sim_i2t`` (i2t rankings) and ``sim_t2i``
+        (t2i rankings) re-scored.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
+    base = bundle.to("cpu")
+    b_i2t, b_t2i = base.sim_i2t, base.t2i_scores.contiguous()
+    a = write_back(b_i2t, scored["i2t"][0].graphs, scored["i2t"][1], w_i2t) if output != "t2i" else b_i2t
+    b = write_back(b_t2i, scored["t2i"][0].graphs, scored["t2i"][1], w_t2i) if output != "i2t" else b_t2i
+    if output == "fused":
+        f = 0.5 * (a + b.T)
+        a = _project(b_i2t, scored["i2t"][0].graphs, f)
+        b = _project(b_t2i, scored["t2i"][0].graphs, f.T)
+    return base.replace(sim_i2t=a, sim_t2i=b)
+
+
+# ------------------------------------------------------------------ neighbour lists
+def _prefix(lists: NeighborLists, graphs: GraphBatch) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(rows, candidates, base scores)`` of the graphs, checked to be the lists' first entries."""
+    kind = graphs.direction
+    index, score = lists.lists(kind)
+    cand = graphs.node_index[:, graphs.candidate_mask].to(index.device)
+    rows = graphs.query_index.to(index.device)
+    c = cand.shape[1]
+    if index.shape[1] < c or not torch.equal(index[rows, :c], cand):
+        raise ValueError(f"graphs: the {kind} candidates are not the first {c} entries of the {kind} lists; "
+                         f"build the graphs from these lists")
+    return rows, cand, score[rows, :c]
+
+
+def _pair_lookup(rows: Tensor, cols: Tensor, values: Tensor, num_cols: int, q_rows: Tensor, q_cols: Tensor,
+                 default: Tensor) -> Tensor:
+    """``values`` of the pairs ``(q_rows, q_cols)`` among ``(rows, cols)``, else ``default``."""
+    keys = (rows[:, None] * num_cols + cols).reshape(-1)
+    keys, order = torch.sort(keys)
+    vals = values.reshape(-1)[order]
+    q = (q_rows * num_cols + q_cols).reshape(-1)
+    pos = torch.searchsorted(keys, q).clamp_(max=keys.numel() - 1)
+    hit = keys[pos] == q
+    return torch.where(hit, vals[pos].to(default.dtype), default.reshape(-1)).view(default.shape)
+
+
+def _write_prefix(lists: NeighborLists, kind: str, rows: Tensor, cand: Tensor, new: Tensor) -> Tuple[Tensor, Tensor]:
+    """The ``kind`` lists with each row's first entries re-scored by ``new`` and re-sorted."""
+    index, score = (t.clone() for t in lists.lists(kind))
+    order = torch.sort(new, dim=1, descending=True, stable=True).indices
+    c = cand.shape[1]
+    index[rows, :c] = cand.gather(1, order)
+    score[rows, :c] = new.gather(1, order).to(score.dtype)
+    return index, score
+
+
+def combine_lists(lists: NeighborLists, scored: Scored, w_i2t: float, w_t2i: float,
+                  output: str = "fused") -> NeighborLists:
+    """:func:`combine` for a split given as :class:`~pillargraph.data.NeighborLists`.
+
+    The ``i2t`` lists of the result rank the captions of each image and its
+    ``t2i`` lists the images of each caption, re-scored exactly as
+    :func:`combine` re-scores the rows of ``sim_i2t`` and ``sim_t2i`` (for
+    ``'fused'``, a pair's other-direction score is its re-scored value where the
+    pair lies in the other direction's re-ranked list, else its base score).
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
+    (gi, li), (gt, lt) = (scored["i2t"][0].graphs, scored["i2t"][1]), (scored["t2i"][0].graphs, scored["t2i"][1])
+    ri, ci, bi = _prefix(lists, gi)
+    rt, ct, bt = _prefix(lists, gt)
+    a = mapped_scores(bi, li[:, gi.candidate_mask].to(bi.device), w_i2t) if output != "t2i" else bi
+    b = mapped_scores(bt, lt[:, gt.candidate_mask].to(bt.device), w_t2i) if output != "i2t" else bt
+    if output == "fused":
+        n, m = lists.num_images, lists.num_texts
+        b_of_i = _pair_lookup(rt, ct, b, n, ci, ri[:, None].expand_as(ci), bi)  # B(j, i) for (i, j) in i's list
+        a_of_t = _pair_lookup(ri, ci, a, m, ct, rt[:, None].expand_as(ct), bt)  # A(i, j) for (j, i) in j's list
+        a, b = mapped_scores(bi, 0.5 * (a + b_of_i), 1.0), mapped_scores(bt, 0.5 * (b + a_of_t), 1.0)
+    return lists.with_lists(i2t=_write_prefix(lists, "i2t", ri, ci, a), t2i=_write_prefix(lists, "t2i", rt, ct, b))
 
 
 @dataclass
@@ -121,11 +259,13 @@ class FusionChoice:
     t2i: float
     dev_rsum: float
     base_rsum: float
+    output: str = "fused"
     table: Dict[Tuple[float, float], float] = field(default_factory=dict, repr=False)
 
-    def as_dict(self) -> Dict[str, float]:
-        """The chosen weights and rSums (JSON-friendly)."""
-        return {"i2t": self.i2t, "t2i": self.t2i, "dev_rsum": self.dev_rsum, "base_rsum": self.base_rsum}
+    def as_dict(self) -> Dict[str, Union[float, str]]:
+        """The chosen weights, output mode and rSums (JSON-friendly)."""
+        return {"i2t": self.i2t, "t2i": self.t2i, "dev_rsum": self.dev_rsum, "base_rsum": self.base_rsum,
+                "output": self.output}
 
 
 def _build(builder: PillarGraphBuilder, bundle: SimilarityBundle, directions: Iterable[str],
@@ -137,7 +277,7 @@ def _build(builder: PillarGraphBuilder, bundle: SimilarityBundle, directions: It
     return graphs
 
 
-def rerank_scores(model: torch.nn.Module, bundle: SimilarityBundle,
+def rerank_scores(model: torch.nn.Module, bundle: "Split",
                   builder: Optional[PillarGraphBuilder] = None,
                   graphs: Optional[Dict[str, QueryGraphDataset]] = None,
                   batch_size: int = 1024, device: Union[str, torch.device, None] = None
@@ -157,85 +297,94 @@ def _model_builder(model: torch.nn.Module) -> PillarGraphBuilder:
     return PillarGraphBuilder(**cfg)
 
 
-def _combine(bundle: SimilarityBundle, scored: Dict[str, Tuple[QueryGraphDataset, Tensor]],
-             w_i2t: float, w_t2i: float, output: str) -> Tensor:
-    base = bundle.sim_i2t.cpu()
-    s_i2t = write_back(base, scored["i2t"][0].graphs, scored["i2t"][1], w_i2t)
-    if output == "i2t":
-        return s_i2t
-    s_t2i = write_back(base.T, scored["t2i"][0].graphs, scored["t2i"][1], w_t2i).T
-    if output == "t2i":
-        return s_t2i
-    return 0.5 * (s_i2t + s_t2i)
+Split = Union[SimilarityBundle, NeighborLists]
 
 
-def rerank(model: torch.nn.Module, bundle: SimilarityBundle,
+def combine_any(split: Split, scored: Scored, w_i2t: float, w_t2i: float, output: str = "fused") -> Split:
+    """:func:`combine` for a bundle, :func:`combine_lists` for neighbour lists."""
+    if isinstance(split, NeighborLists):
+        return combine_lists(split, scored, w_i2t, w_t2i, output)
+    return combine(split, scored, w_i2t, w_t2i, output)
+
+
+def evaluate_any(split: Split) -> Dict[str, float]:
+    """:func:`~pillargraph.evaluate` of a bundle, :func:`~pillargraph.metrics.evaluate_lists` of lists."""
+    return evaluate_lists(split) if isinstance(split, NeighborLists) else evaluate(split)
+
+
+def rerank(model: torch.nn.Module, bundle: Split,
            builder: Optional[PillarGraphBuilder] = None, *,
            fusion: Union[float, Tuple[float, float], FusionChoice, None] = None,
-           output: str = "fused", graphs: Optional[Dict[str, QueryGraphDataset]] = None,
+           output: Optional[str] = None, graphs: Optional[Dict[str, QueryGraphDataset]] = None,
            batch_size: int = 1024, device: Union[str, torch.device, None] = None) -> SimilarityBundle:
     """Re-rank ``bundle`` with a trained model.
 
     Args:
         model: a trained :class:`~pillargraph.nn.PillarReranker`.
-        bundle: the split to re-rank.
+        bundle: the split to re-rank, a :class:`~pillargraph.SimilarityBundle` or
+            :class:`~pillargraph.data.NeighborLists` (whose first entries must cover
+            the candidates).
         builder: the graph builder used in training (default: rebuilt from
             ``model.builder_config``, which :class:`~pillargraph.train.Trainer` sets).
         fusion: the fusion weight :math:`w` with the base scores, one for both
             directions or ``(w_i2t, w_t2i)`` or a :class:`FusionChoice` from
             :func:`select_fusion_weights` (default: the weights stored on the
             model by training, else ``1.0``: the learned scores alone).
-        output: ``'fused'`` (both directions, method.md section 6), ``'i2t'``
-            (only the image queries' lists re-scored: rank it along rows and
-            read its i2t metrics) or ``'t2i'`` (only the caption queries' lists:
-            rank it along columns and read its t2i metrics).
+        output: one of :data:`OUTPUTS` (default: the mode the stored fusion
+            weights were selected for, else ``'fused'``).
         graphs: pre-built graphs ``{direction: dataset}`` of ``bundle`` to reuse.
         batch_size: graphs per forward pass.
         device: where the model runs (default: its device).
 
     Returns:
-        A copy of ``bundle`` whose ``sim_i2t`` holds the re-ranked scores (on the CPU).
+        A copy of ``bundle`` (on the CPU) whose ``sim_i2t`` ranks captions per
+        image and ``sim_t2i`` images per caption, each re-ranked within its lists;
+        for neighbour lists, lists whose ``i2t`` and ``t2i`` kinds are re-ranked.
     """
+    w_i2t, w_t2i, stored_output = _weights(model, fusion)
+    output = output if output is not None else stored_output
     if output not in OUTPUTS:
         raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
-    w_i2t, w_t2i = _weights(model, fusion)
     scored = rerank_scores(model, bundle, builder, graphs, batch_size, device)
-    return bundle.to("cpu").replace(sim_i2t=_combine(bundle, scored, w_i2t, w_t2i, output))
+    return combine_any(bundle, scored, w_i2t, w_t2i, output)
 
 
-def _weights(model: torch.nn.Module, fusion) -> Tuple[float, float]:
+def _weights(model: torch.nn.Module, fusion) -> Tuple[float, float, str]:
+    """``(w_i2t, w_t2i, output)`` from a fusion argument (or the model's stored choice)."""
     if fusion is None:
         fusion = getattr(model, "fusion_weights", None) or 1.0
     if isinstance(fusion, FusionChoice):
-        return fusion.i2t, fusion.t2i
+        return fusion.i2t, fusion.t2i, fusion.output
     if isinstance(fusion, dict):
-        return float(fusion["i2t"]), float(fusion["t2i"])
+        return float(fusion["i2t"]), float(fusion["t2i"]), str(fusion.get("output", "fused"))
     if isinstance(fusion, (tuple, list)):
         if len(fusion) != 2:
             raise ValueError(f"fusion: expected one weight or (w_i2t, w_t2i), got {fusion!r}")
-        return float(fusion[0]), float(fusion[1])
-    return float(fusion), float(fusion)
+        return float(fusion[0]), float(fusion[1]), "fused"
+    return float(fusion), float(fusion), "fused"
 
 
-def select_fusion_weights(model: torch.nn.Module, dev: SimilarityBundle,
+def select_fusion_weights(model: torch.nn.Module, dev: Split,
                           builder: Optional[PillarGraphBuilder] = None,
                           grid: Sequence[float] = DEFAULT_FUSION_GRID,
                           graphs: Optional[Dict[str, QueryGraphDataset]] = None,
-                          batch_size: int = 1024, device: Union[str, torch.device, None] = None
-                          ) -> FusionChoice:
-    """Choose ``(w_i2t, w_t2i)`` on a dev split by the rSum of the fused result.
+                          batch_size: int = 1024, device: Union[str, torch.device, None] = None,
+                          output: str = "fused", scored: Optional[Scored] = None) -> FusionChoice:
+    """Choose ``(w_i2t, w_t2i)`` on a dev split by the rSum of :func:`rerank`'s ``output``.
 
     Every pair of ``grid`` is tried (``(0, 0)``, the base ranking, included, so
     the choice is never worse than the base on dev); ties go to the smaller
-    weights.
+    weights. Only ``dev`` is read.
+
+    Args:
+        scored: :func:`rerank_scores` of ``dev`` when already computed.
     """
+    if output not in OUTPUTS:
+        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
     grid = sorted(set(float(w) for w in grid) | {0.0})
-    scored = rerank_scores(model, dev, builder, graphs, batch_size, device)
-    base = dev.sim_i2t.cpu()
-    by_i2t = {w: write_back(base, scored["i2t"][0].graphs, scored["i2t"][1], w) for w in grid}
-    by_t2i = {w: write_back(base.T, scored["t2i"][0].graphs, scored["t2i"][1], w).T for w in grid}
-    table = {}
-    for wi, wt in itertools.product(grid, grid):
-        table[(wi, wt)] = evaluate(0.5 * (by_i2t[wi] + by_t2i[wt]), dev.txt2img)["rsum"]
+    if scored is None:
+        scored = rerank_scores(model, dev, builder, graphs, batch_size, device)
+    table = {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, output))["rsum"]
+             for wi, wt in itertools.product(grid, grid)}
     best = max(table, key=lambda k: (round(table[k], 6), -k[0] - k[1]))
-    return FusionChoice(best[0], best[1], table[best], table[(0.0, 0.0)], table)
+    return FusionChoice(best[0], best[1], table[best], table[(0.0, 0.0)], output, table)

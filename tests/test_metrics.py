@@ -135,3 +135,32 @@ def test_blocked_counts_match_dense_counts(monkeypatch, dtype, chunk):
     assert torch.equal(t2i_ranks(sim, txt2img), (sim >= pos[None]).sum(0))
     assert torch.equal(i2t_ranks(sim, txt2img), (sim >= best[:, None]).sum(1))
     assert torch.equal(t2i_ranks(sim.T.contiguous().T, txt2img), t2i_ranks(sim, txt2img))
+
+
+def test_evaluate_lists_matches_dense_recalls():
+    from pillargraph.data import NeighborLists
+    from pillargraph.metrics import evaluate_lists
+    g = torch.Generator().manual_seed(3)
+    for per in (1, 3, 5):
+        n = 30
+        t2i = torch.arange(n).repeat_interleave(per)
+        sim = torch.randn(n, n * per, generator=g)
+        sim[:, :4] = sim[:, 4:8]  # some exact ties
+        sim = sim.round(decimals=1)  # many ties
+        from pillargraph import SimilarityBundle
+        b = SimilarityBundle(sim_i2t=sim, txt2img=t2i)
+        lists = NeighborLists.from_bundle(b, k=12)
+        got, ref = evaluate_lists(lists), evaluate(b)
+        for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
+            # lists never report more recall than the dense truth, and agree unless ties straddle the cut
+            assert got[key] <= ref[key] + 1e-9
+        full = NeighborLists.from_bundle(b, k=n)  # t2i lists complete
+        assert evaluate_lists(full, ks=(1, 5, 10))["t2i_r10"] == pytest.approx(ref["t2i_r10"])
+    # continuous scores: exact agreement
+    sim = torch.randn(40, 80, generator=g)
+    b = SimilarityBundle(sim_i2t=sim, txt2img=torch.arange(40).repeat_interleave(2))
+    got, ref = evaluate_lists(NeighborLists.from_bundle(b, k=11)), evaluate(b)
+    for key in got:
+        assert got[key] == pytest.approx(ref[key])
+    with pytest.raises(ValueError, match="depth"):
+        evaluate_lists(NeighborLists.from_bundle(b, k=10))

@@ -41,21 +41,66 @@ def test_weight_zero_is_the_base_ranking():
         write_back(b.sim_i2t, ds.graphs, torch.randn(len(ds), 6), weight=1.5)
 
 
+class RandomScorer(torch.nn.Module):
+    """Stands in for a trained model: random learned scores, a builder config and no training."""
+
+    def __init__(self, builder, seed=0):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.builder_config = builder.config
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, batch):
+        return torch.randn(batch.num_graphs, batch.x.shape[1], generator=self.generator) + 0 * self.weight
+
+
+def check_top_lists_kept(base_rows, out_rows, depth):
+    """Each row's base top-``depth`` set stays above everything else, which keeps its base scores."""
+    top = torch.topk(base_rows, depth, dim=1).indices
+    inside = torch.zeros_like(base_rows, dtype=torch.bool).scatter_(1, top, True)
+    low_inside = torch.where(inside, out_rows, torch.full_like(out_rows, float("inf"))).min(1).values
+    high_outside = torch.where(inside, torch.full_like(out_rows, float("-inf")), out_rows).max(1).values
+    assert bool((low_inside >= high_outside).all())
+    assert torch.equal(out_rows[~inside], base_rows[~inside])
+
+
+@pytest.mark.parametrize("output", ["fused", "directions", "i2t", "t2i"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_output_keeps_each_directions_top_lists(output, seed):
+    test = random_bundle(n=20, per=3, seed=seed)
+    builder = PillarGraphBuilder(num_pillars=4, k_i2t=6, k_t2i=4, overlap_neighbors=3)
+    out = rerank(RandomScorer(builder, seed), test, builder, fusion=1.0, output=output)
+    check_top_lists_kept(test.sim_i2t, out.sim_i2t, 5)          # image queries: rows
+    check_top_lists_kept(test.sim_i2t.T, out.t2i_scores, 3)     # caption queries: rows of sim_t2i
+    changed_i2t = not torch.equal(out.sim_i2t, test.sim_i2t)
+    changed_t2i = not torch.equal(out.t2i_scores, test.sim_i2t.T)
+    assert changed_i2t == (output != "t2i") and changed_t2i == (output != "i2t")
+
+
+def test_plain_average_would_break_the_top_lists():
+    """Why the outputs are per direction: the paper's one-matrix average lifts outside items."""
+    test = random_bundle(n=20, per=3, seed=0)
+    builder = PillarGraphBuilder(num_pillars=4, k_i2t=6, k_t2i=4, overlap_neighbors=3)
+    out = rerank(RandomScorer(builder), test, builder, fusion=1.0, output="directions")
+    average = 0.5 * (out.sim_i2t + out.t2i_scores.T)
+    with pytest.raises(AssertionError):
+        check_top_lists_kept(test.sim_i2t, average, 5)
+
+
 def test_rerank_outputs_and_fusion(tiny_splits):
     train, dev, test = tiny_splits
     builder = tiny_builder()
     model = tiny_model(builder)
     base = evaluate(test)
-    zero = rerank(model, test, builder, fusion=0.0)
-    assert evaluate(zero) == pytest.approx(base)
-    only_i2t = rerank(model, test, builder, fusion=1.0, output="i2t").sim_i2t
-    only_t2i = rerank(model, test, builder, fusion=1.0, output="t2i").sim_i2t
-    fused = rerank(model, test, builder, fusion=1.0).sim_i2t
-    assert torch.allclose(fused, 0.5 * (only_i2t + only_t2i), atol=1e-6)
-    # each direction changes only its own top lists: rows' top-7 for i2t, columns' top-3 for t2i
-    changed = only_i2t != test.sim_i2t
-    assert int(changed.sum(1).max()) <= 7
-    assert int((only_t2i != test.sim_i2t).sum(0).max()) <= 3
+    for output in ("fused", "directions"):
+        assert evaluate(rerank(model, test, builder, fusion=0.0, output=output)) == pytest.approx(base)
+    only_i2t = rerank(model, test, builder, fusion=1.0, output="i2t")
+    only_t2i = rerank(model, test, builder, fusion=1.0, output="t2i")
+    both = rerank(model, test, builder, fusion=1.0, output="directions")
+    assert torch.equal(both.sim_i2t, only_i2t.sim_i2t) and torch.equal(both.sim_t2i, only_t2i.sim_t2i)
+    # each direction changes only its own top lists: rows' top-7 for i2t, captions' top-3 for t2i
+    assert int((only_i2t.sim_i2t != test.sim_i2t).sum(1).max()) <= 7
+    assert int((only_t2i.sim_t2i != test.sim_i2t.T).sum(1).max()) <= 3
     with pytest.raises(ValueError, match="output"):
         rerank(model, test, builder, output="both")
     choice = select_fusion_weights(model, dev, builder, grid=(0.0, 0.5, 1.0))
@@ -64,3 +109,22 @@ def test_rerank_outputs_and_fusion(tiny_splits):
     assert (choice.i2t, choice.t2i) in choice.table
     with pytest.raises(ValueError, match="builder"):
         rerank(tiny_model(builder), test)  # an untrained model carries no builder config
+
+
+@pytest.mark.parametrize("output", ["fused", "directions", "i2t", "t2i"])
+def test_rerank_from_lists_equals_rerank_of_the_dense_bundle(output):
+    from pillargraph.data import NeighborLists
+    from pillargraph.metrics import evaluate_lists
+    test = random_bundle(n=20, per=3, seed=4)
+    builder = PillarGraphBuilder(num_pillars=4, k_i2t=6, k_t2i=4, overlap_neighbors=3)
+    lists = NeighborLists.from_bundle(test, k=16)
+    dense = rerank(RandomScorer(builder, 7), test, builder, fusion=(0.7, 0.4), output=output)
+    listed = rerank(RandomScorer(builder, 7), lists, builder, fusion=(0.7, 0.4), output=output)
+    assert isinstance(listed, NeighborLists)
+    for kind, rows in (("i2t", dense.sim_i2t), ("t2i", dense.t2i_scores)):
+        idx, score = listed.lists(kind)
+        torch.testing.assert_close(score, torch.topk(rows, 16, dim=1).values.to(score.dtype))
+        torch.testing.assert_close(rows.gather(1, idx), score.to(rows.dtype))
+    got, ref = evaluate_lists(listed), evaluate(dense)
+    for key in got:
+        assert got[key] == pytest.approx(ref[key])

@@ -99,7 +99,7 @@ class RetrievalView:
             return cls("i2t", bundle.sim_i2t, bundle.sim_i2i, bundle.sim_t2t, b_i2t, b_t2i,
                        bundle.img_emb, bundle.txt_emb, chunk_size)
         if direction == "t2i":
-            return cls("t2i", bundle.sim_i2t.T, bundle.sim_t2t, bundle.sim_i2i, b_t2i, b_i2t,
+            return cls("t2i", bundle.t2i_scores, bundle.sim_t2t, bundle.sim_i2i, b_t2i, b_i2t,
                        bundle.txt_emb, bundle.img_emb, chunk_size)
         raise ValueError(f"direction: expected one of {list(DIRECTIONS)}, got {direction!r}")
 

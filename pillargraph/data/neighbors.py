@@ -799,7 +799,7 @@ class NeighborLists:
         if not isinstance(bundle, SimilarityBundle):
             raise ValueError(f"bundle: expected a SimilarityBundle, got {type(bundle).__name__}")
         depth = cls._depths(k)
-        mats = dict(i2t=bundle.sim_i2t, t2i=bundle.sim_i2t.T, i2i=bundle.sim_i2i, t2t=bundle.sim_t2t)
+        mats = dict(i2t=bundle.sim_i2t, t2i=bundle.t2i_scores, i2i=bundle.sim_i2i, t2t=bundle.sim_t2t)
         lists: Dict[str, Tensor] = {}
         for kind, mat in mats.items():
             if mat is None:
@@ -830,6 +830,23 @@ class NeighborLists:
         """A copy with every tensor on ``device``."""
         return NeighborLists(**{name: (v.to(device) if isinstance(v, Tensor) else v)
                                 for name, v in self._state().items()})
+
+    def with_lists(self, keep_embeddings: bool = False, **lists: Tuple[Tensor, Tensor]) -> "NeighborLists":
+        """A copy with some kinds' lists replaced, e.g. ``with_lists(i2t=(index, score))`` (validated).
+
+        Args:
+            keep_embeddings: keep the embeddings (default: False: replaced lists,
+                e.g. re-ranked ones, are no longer what the embeddings score, so
+                :meth:`gather` answers from the lists).
+            **lists: ``kind=(index, score)`` for the kinds to replace.
+        """
+        state = self._state()
+        for kind, (index, score) in lists.items():
+            check_kind(kind)
+            state[f"{kind}_index"], state[f"{kind}_score"] = index, score
+        if not keep_embeddings:
+            state.update({name: None for name in _EMB_FIELDS})
+        return NeighborLists(**state)
 
     def _state(self) -> Dict[str, Any]:
         state: Dict[str, Any] = {"txt2img": self._txt2img}

@@ -101,7 +101,7 @@ class DenseSimilarity:
         if kind == "i2t":
             return b.sim_i2t
         if kind == "t2i":
-            return b.sim_i2t.T
+            return b.t2i_scores
         m = b.sim_i2i if kind == "i2i" else b.sim_t2t
         if m is None:
             field = "sim_i2i" if kind == "i2i" else "sim_t2t"
@@ -121,7 +121,7 @@ class DenseSimilarity:
         idx, val = [], []
         if rows is None:
             # all rows: rank slices in place (t2i: columns of sim_i2t), never copies of rows
-            by_col = kind == "t2i"
+            by_col = kind == "t2i" and self.bundle.sim_t2i is None
             src = self.bundle.sim_i2t if by_col else m
             for a in range(0, m.shape[0], self.chunk_size):
                 block = src[:, a:a + self.chunk_size] if by_col else src[a:a + self.chunk_size]

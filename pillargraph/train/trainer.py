@@ -20,9 +20,8 @@ from ..graphs.builder import PillarGraphBuilder
 from ..graphs.dataset import QueryGraphDataset
 from ..io import atomic_torch_save, atomic_write_text
 from ..losses import PillarLoss
-from ..metrics import evaluate
 from ..nn import PillarReranker
-from ..rerank import FusionChoice, _combine, rerank_scores, select_fusion_weights
+from ..rerank import FusionChoice, combine_any, evaluate_any, rerank_scores, select_fusion_weights
 from .config import TrainConfig
 
 __all__ = ["Trainer", "TrainResult", "TrainingBatch", "load_checkpoint", "model_from_checkpoint",
@@ -189,7 +188,7 @@ class Trainer:
     def evaluate_dev(self, dev: SimilarityBundle, dev_graphs: Dict[str, QueryGraphDataset]) -> Dict[str, float]:
         """Dev metrics of the learned scores alone (fusion weight 1, both directions fused)."""
         scored = rerank_scores(self.model, dev, self.builder, dev_graphs, device=self.device)
-        return evaluate(_combine(dev, scored, 1.0, 1.0, "fused"), dev.txt2img)
+        return evaluate_any(combine_any(dev, scored, 1.0, 1.0, "fused"))
 
     # ------------------------------------------------------------ checkpoints
     def _state(self, epoch: int, step: int, history: list, best: dict, bad_evals: int,
