@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 __all__ = ["main", "CLIError", "build_parser"]
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "train", "rerank", "evaluate", "synthetic", "baseline")
+COMMANDS = ("demo", "train", "rerank", "evaluate", "neighbors", "synthetic", "baseline")
 
 
 class CLIError(Exception):

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..baselines import QueryBank, available_rerankers, evaluate_rescored, get_reranker
+from ..baselines.lists import LIST_METHODS
 from ..bundle import SimilarityBundle
-from ..metrics import evaluate
+from ..data.files import npz_format
+from ..data.neighbors import NeighborLists
+from ..metrics import evaluate, evaluate_lists
 from . import CLIError
 
 __all__ = ["add_parser", "run", "parse_params", "output_paths", "format_comparison"]
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{method.name} needs a query bank: pass --bank BANK.npz "
                        f"(keys bank_i2t and/or bank_t2i)")
 
+    if npz_format(args.bundle) == "lists":
+        return run_on_lists(method, args)
     bundle = SimilarityBundle.load(args.bundle)
     bank = QueryBank.load(args.bank) if args.bank is not None else None
     scores = method(bundle, bank=bank, directions=directions, device=args.device,
@@ -121,6 +126,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_on_lists(method, args: argparse.Namespace) -> int:
+    """A method that works from neighbour lists, on a lists file: re-ranked lists out (one file)."""
+    if method.name not in LIST_METHODS:
+        raise CLIError(f"{method.name} needs a dense bundle (it reads whole columns or intra-modal rows of "
+                       f"the score matrix, which neighbour lists do not hold); methods that run on neighbour "
+                       f"lists: {', '.join(sorted(LIST_METHODS))}")
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise CLIError(f"--out: expected a .npz file name, got {out.name!r}")
+    if out.exists() and not args.force:
+        raise CLIError(f"output exists: {out} (use --force to overwrite)")
+    lists = NeighborLists.load(args.bundle)
+    result = LIST_METHODS[method.name](lists, **method.params())
+    result.save(out)
+    base, new = evaluate_lists(lists), evaluate_lists(result)
+    print(f"{args.bundle}: neighbour lists, {lists.num_images} images, {lists.num_texts} captions; {method!r}")
+    print(format_comparison(base, new, method.name, ("i2t", "t2i")))
+    print(f"wrote {out} (re-ranked i2t and t2i lists)")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "baseline", help="run a training-free re-ranker on a bundle",
@@ -129,7 +155,8 @@ def add_parser(sub) -> None:
                     "OUT.t2i.npz (each the input bundle with sim_i2t re-scored for that direction); "
                     "with one, writes OUT.npz.")
     p.add_argument("name", help="method name, e.g. krnn, qb_norm, nnn, dual_softmax, alpha_qe")
-    p.add_argument("bundle", help="test bundle .npz")
+    p.add_argument("bundle", help="test bundle .npz, or neighbour lists .npz for the methods that run "
+                                  "on lists (krnn): re-ranked lists are written to --out")
     p.add_argument("--out", required=True, help="output .npz (see above for two directions)")
     p.add_argument("--bank", default=None,
                    help="query bank .npz (bank_i2t / bank_t2i), for methods that need one")

@@ -4,24 +4,37 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..bundle import SimilarityBundle
-from ..metrics import evaluate, evaluate_folds
+from ..data.files import load_split
+from ..data.neighbors import NeighborLists
+from ..metrics import evaluate, evaluate_folds, evaluate_lists
+from . import CLIError
 
 
 def format_metrics(metrics: dict, title: str = "") -> str:
-    """A readable two-line-per-direction table of :func:`~pillargraph.evaluate`'s result."""
+    """A readable two-line-per-direction table of :func:`~pillargraph.evaluate`'s result
+    (ranks are left out when absent, as for neighbour lists)."""
+    ranks = "i2t_medr" in metrics
     lines = [title] if title else []
-    lines.append(f"{'':6}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'medr':>8}{'meanr':>9}")
+    lines.append(f"{'':6}{'R@1':>8}{'R@5':>8}{'R@10':>8}" + (f"{'medr':>8}{'meanr':>9}" if ranks else ""))
     for d in ("i2t", "t2i"):
-        lines.append(f"{d:6}{metrics[f'{d}_r1']:8.2f}{metrics[f'{d}_r5']:8.2f}{metrics[f'{d}_r10']:8.2f}"
-                     f"{metrics[f'{d}_medr']:8.1f}{metrics[f'{d}_meanr']:9.2f}")
+        line = f"{d:6}{metrics[f'{d}_r1']:8.2f}{metrics[f'{d}_r5']:8.2f}{metrics[f'{d}_r10']:8.2f}"
+        if ranks:
+            line += f"{metrics[f'{d}_medr']:8.1f}{metrics[f'{d}_meanr']:9.2f}"
+        lines.append(line)
     lines.append(f"rSum {metrics['rsum']:.2f}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    bundle = SimilarityBundle.load(args.bundle)
-    if args.folds and args.folds > 1:
+    bundle = load_split(args.bundle)
+    if isinstance(bundle, NeighborLists):
+        if args.folds:
+            raise CLIError("--folds: fold evaluation ranks each fold's own captions, which needs a dense "
+                           "bundle; neighbour lists rank the whole gallery")
+        metrics = evaluate_lists(bundle)
+        title = (f"{args.bundle}: neighbour lists, {bundle.num_images} images, {bundle.num_texts} captions "
+                 f"(median and mean ranks need a dense bundle)")
+    elif args.folds and args.folds > 1:
         metrics = evaluate_folds(bundle, folds=args.folds)
         title = f"{args.bundle}: mean over {args.folds} folds"
     else:
@@ -37,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="Recall@K, rSum and ranks of a bundle's sim_i2t",
                        description="Evaluate the retrieval scores stored in a bundle.")
-    p.add_argument("bundle", help="bundle .npz file")
+    p.add_argument("bundle", help="bundle .npz, or neighbour lists .npz (Recall@K only)")
     p.add_argument("--folds", type=int, default=0,
                    help="average over this many consecutive image folds (MS-COCO 1K: 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

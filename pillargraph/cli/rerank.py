@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bundle import SimilarityBundle
-from ..metrics import evaluate
-from ..rerank import OUTPUTS, rerank
+from ..data.files import load_split
+from ..rerank import OUTPUTS, evaluate_any, rerank
 from ..train import model_from_checkpoint
 from . import CLIError
 from .evaluate import format_metrics
@@ -17,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise CLIError(f"--out {out} exists; pass --force to replace it")
     model = model_from_checkpoint(args.checkpoint, map_location=args.device or "cpu")
-    bundle = SimilarityBundle.load(args.bundle)
+    bundle = load_split(args.bundle)
     fusion = None
     if args.fusion_weight is not None:
         parts = [float(v) for v in args.fusion_weight.split(",")]
@@ -27,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     used = fusion if fusion is not None else (model.fusion_weights or 1.0)
     result = rerank(model, bundle, fusion=fusion, output=args.output, device=args.device)
     result.save(out)
-    print(format_metrics(evaluate(bundle), "base"))
-    print(format_metrics(evaluate(result), f"re-ranked ({args.output}, fusion weights {used})"))
+    print(format_metrics(evaluate_any(bundle), "base"))
+    print(format_metrics(evaluate_any(result), f"re-ranked ({args.output or 'stored'} output, "
+                                                f"fusion weights {used})"))
     print(f"wrote {out}")
     return 0
 
@@ -36,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("rerank", help="re-rank a bundle with a trained checkpoint",
                        description="Re-rank a bundle's top candidates with a trained re-ranker.")
-    p.add_argument("bundle", help="bundle .npz to re-rank")
+    p.add_argument("bundle", help="bundle .npz or neighbour lists .npz to re-rank (lists in, lists out)")
     p.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt from `pillargraph train`")
-    p.add_argument("--out", required=True, help="output bundle .npz (re-ranked sim_i2t)")
-    p.add_argument("--output", default="fused", choices=OUTPUTS,
-                   help="fused directions (default) or one direction re-ranked")
+    p.add_argument("--out", required=True, help="output .npz: the bundle with re-ranked sim_i2t (i2t) and "
+                                                "sim_t2i (t2i), or re-ranked neighbour lists")
+    p.add_argument("--output", default=None, choices=OUTPUTS,
+                   help="fused (both directions' learned scores, per list), directions (each alone), "
+                        "i2t or t2i only (default: the mode the checkpoint's fusion weights were chosen for)")
     p.add_argument("--fusion-weight", default=None,
                    help="weight of the learned scores against the base, W or W_I2T,W_T2I "
                         "(default: the dev-selected weights stored in the checkpoint; 0 = base ranking)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..bundle import SimilarityBundle
+from ..data.files import load_split
 from ..graphs import PillarGraphBuilder
 from ..nn import PillarReranker
 from ..train import TrainConfig, Trainer
@@ -61,8 +61,8 @@ def components(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    train = SimilarityBundle.load(args.train)
-    dev = SimilarityBundle.load(args.dev)
+    train = load_split(args.train)
+    dev = load_split(args.dev)
     builder, model, config = components(args)
     trainer = Trainer(model, builder, config, out_dir=args.out, device=args.device)
     result = trainer.fit(train, dev, resume=args.resume)
@@ -75,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a re-ranker on a train split, selecting on a dev split",
                        description="Train a learned pillar re-ranker.")
-    p.add_argument("--train", required=True, help="training bundle .npz")
-    p.add_argument("--dev", required=True, help="dev bundle .npz (model and fusion-weight selection)")
+    p.add_argument("--train", required=True, help="training split .npz: a bundle or neighbour lists "
+                                                  "(`pillargraph neighbors`)")
+    p.add_argument("--dev", required=True, help="dev split .npz, bundle or neighbour lists (model and "
+                                                "fusion-weight selection; lists need depth 11+ for R@10)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, config.json, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     add_model_arguments(p)

@@ -5,6 +5,7 @@ from .captions import (CaptionSplit, captions_root, encode_caption_split, list_c
                        load_caption_split, read_captions)
 from .embedding_cache import EmbeddingCache
 from .episodes import EpisodicSimilarity
+from .files import load_embeddings, load_split, npz_format
 from .neighbors import BACKENDS, NeighborLists, faiss_available, topk_from_matrix, topk_neighbors
 from .source import KINDS, DenseSimilarity, SimilaritySource, as_source, check_kind
 from .synthetic import (SyntheticConfig, SyntheticSplit, SyntheticWorld, synthetic_embeddings,
@@ -16,6 +17,9 @@ __all__ = [
     "DenseSimilarity",
     "NeighborLists",
     "EpisodicSimilarity",
+    "load_split",
+    "load_embeddings",
+    "npz_format",
     "as_source",
     "check_kind",
     "KINDS",

@@ -1,0 +1,70 @@
+"""``pillargraph neighbors INPUT.npz --k K --out LISTS.npz``: top-k neighbour lists for large splits.
+
+``INPUT.npz`` is an embeddings file (``img_emb``, ``txt_emb``, ``txt2img``;
+optionally ``img_intra_emb`` / ``txt_intra_emb`` from unimodal encoders) or a
+dense bundle. The lists are written in the format :meth:`NeighborLists.save`
+writes, which ``train``, ``rerank`` and ``evaluate`` accept in place of a bundle.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..bundle import SimilarityBundle
+from ..data.files import load_embeddings, npz_format
+from ..data.neighbors import BACKENDS, NeighborLists, faiss_available
+from . import CLIError
+
+__all__ = ["add_parser", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise CLIError(f"--out: expected a .npz file name, got {out.name!r}")
+    if out.exists() and not args.force:
+        raise CLIError(f"--out {out} exists; pass --force to replace it")
+    if args.k < 1:
+        raise CLIError(f"--k: must be positive, got {args.k}")
+    progress = not args.quiet and sys.stderr.isatty() or args.progress
+    t0 = time.perf_counter()
+    if npz_format(args.input) == "embeddings":
+        arrays = load_embeddings(args.input)
+        lists = NeighborLists.from_embeddings(
+            arrays["img_emb"], arrays["txt_emb"], arrays["txt2img"], args.k,
+            arrays.get("img_intra_emb"), arrays.get("txt_intra_emb"), keep_embeddings=not args.no_embeddings,
+            chunk_size=args.chunk_size, backend=args.backend, device=args.device, progress=progress)
+        source = "embeddings"
+    else:
+        if args.backend == "faiss":
+            raise CLIError("--backend faiss: searches embeddings; a dense bundle is ranked with torch")
+        lists = NeighborLists.from_bundle(SimilarityBundle.load(args.input), args.k,
+                                          chunk_size=args.chunk_size, device=args.device)
+        source = "dense bundle"
+    lists.save(out)
+    backend = args.backend if args.backend != "auto" else ("faiss" if faiss_available() else "torch")
+    print(f"{lists!r} from the {source} in {time.perf_counter() - t0:.1f}s "
+          f"(backend {backend if source == 'embeddings' else 'torch'}); wrote {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("neighbors", help="top-k neighbour lists from embeddings or a bundle",
+                       description="Compute top-k neighbour lists (i2t, t2i, i2i, t2t) in chunks, for "
+                                   "splits whose dense matrices do not fit in memory.")
+    p.add_argument("input", help="embeddings .npz (img_emb, txt_emb, txt2img[, img_intra_emb, txt_intra_emb]) "
+                                 "or a dense bundle .npz")
+    p.add_argument("--k", type=int, default=100, help="neighbours per row and kind (default: 100)")
+    p.add_argument("--out", required=True, help="output .npz (NeighborLists format)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="top-k search: FAISS when installed (auto), or chunked torch")
+    p.add_argument("--chunk-size", type=int, default=None, help="query rows per block")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cpu)")
+    p.add_argument("--no-embeddings", action="store_true",
+                   help="do not keep the embeddings (smaller file; pair similarities then come from the lists)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar even when not on a terminal")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=run)
