@@ -13,6 +13,8 @@ from ..modality import IMAGE, TEXT, check_direction, gallery_modality, kind_betw
 from ..pillars import Pillars, check_anchor, pillar_features, select_pillars, top_others
 from .batch import GraphBatch
 from .dataset import QueryGraphDataset
+from .node_features import (TRANSDUCTIVE_FEATURES, check_node_features, num_node_features, rank_features,
+                            reciprocal_features)
 from .overlap import NeighborTables, neighbor_tables, overlap_adjacency, overlap_counts
 
 __all__ = ["PillarGraphBuilder", "positive_sample"]
@@ -108,6 +110,11 @@ class PillarGraphBuilder:
             are moved there (default: the data's device).
         chunk_size (int, optional): queries processed at once, bounding
             temporary memory (default: :obj:`2048`).
+        node_features (sequence of str, optional): extra feature groups appended
+            to every node's pillar vector, see :mod:`pillargraph.graphs.node_features`
+            (``'rank'``, ``'reciprocal'``; default: none, the paper's features).
+        reciprocal_depth (int, optional): reverse-list depth :math:`D` read by the
+            ``'reciprocal'`` group (default: :obj:`64`).
 
     Example:
         >>> builder = PillarGraphBuilder(num_pillars=16, k_i2t=8, k_t2i=4)
@@ -119,10 +126,12 @@ class PillarGraphBuilder:
     def __init__(self, num_pillars: int = 64, k_i2t: int = 32, k_t2i: int = 8,
                  overlap_neighbors: int = 10, sparsity: float = 0.8, anchor: str = "both",
                  context_nodes: int = 0, include_self: bool = True,
-                 device: Union[str, torch.device, None] = None, chunk_size: int = 2048) -> None:
+                 device: Union[str, torch.device, None] = None, chunk_size: int = 2048,
+                 node_features: Sequence[str] = (), reciprocal_depth: int = 64) -> None:
         for name, value, low in (("num_pillars", num_pillars, 1), ("k_i2t", k_i2t, 2),
                                  ("k_t2i", k_t2i, 2), ("overlap_neighbors", overlap_neighbors, 1),
-                                 ("context_nodes", context_nodes, 0), ("chunk_size", chunk_size, 1)):
+                                 ("context_nodes", context_nodes, 0), ("chunk_size", chunk_size, 1),
+                                 ("reciprocal_depth", reciprocal_depth, 1)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         if not 0.0 <= float(sparsity):
@@ -137,6 +146,8 @@ class PillarGraphBuilder:
         self.include_self = include_self
         self.device = torch.device(device) if device is not None else None
         self.chunk_size = chunk_size
+        self.node_features = check_node_features(node_features)
+        self.reciprocal_depth = reciprocal_depth
         self._tables: Optional[tuple] = None
 
     # ----------------------------------------------------------------- config
@@ -146,12 +157,28 @@ class PillarGraphBuilder:
         return dict(num_pillars=self.num_pillars, k_i2t=self.k_i2t, k_t2i=self.k_t2i,
                     overlap_neighbors=self.overlap_neighbors, sparsity=self.sparsity,
                     anchor=self.anchor, context_nodes=self.context_nodes,
-                    include_self=self.include_self)
+                    include_self=self.include_self, node_features=list(self.node_features),
+                    reciprocal_depth=self.reciprocal_depth)
+
+    @property
+    def num_pillar_features(self) -> int:
+        """Pillar columns of every node, ``2L`` for ``anchor='both'``, else ``L``."""
+        return self.num_pillars * (2 if self.anchor == "both" else 1)
+
+    @property
+    def num_extra_features(self) -> int:
+        """Columns appended by :attr:`node_features` (after the pillar columns)."""
+        return num_node_features(self.node_features)
 
     @property
     def num_features(self) -> int:
-        """Feature size of every node, ``2L`` for ``anchor='both'``, else ``L``."""
-        return self.num_pillars * (2 if self.anchor == "both" else 1)
+        """Feature size of every node: pillar columns plus extra columns."""
+        return self.num_pillar_features + self.num_extra_features
+
+    @property
+    def transductive(self) -> bool:
+        """Whether the graphs read other queries of the split (``'reciprocal'`` features)."""
+        return any(g in TRANSDUCTIVE_FEATURES for g in self.node_features)
 
     def num_candidates(self, direction: str) -> int:
         """Candidates re-ranked per query of ``direction`` (``k - 1``)."""
@@ -238,8 +265,25 @@ class PillarGraphBuilder:
         qt = query_modality(direction)
         intra = kind_between(qt, qt)
         n_q = source.num_images if qt == IMAGE else source.num_texts
-        return {direction: max(self.num_pillars, self.num_candidates(direction)),
-                intra: min(n_q, max(self.num_pillars, self.context_nodes) + 1)}
+        depths = {direction: max(self.num_pillars, self.num_candidates(direction)),
+                  intra: min(n_q, max(self.num_pillars, self.context_nodes) + 1)}
+        if "reciprocal" in self.node_features:
+            depths["t2i" if direction == "i2t" else "i2t"] = self._reverse_depth(source, direction)
+        return depths
+
+    def _reverse_depth(self, source: SimilaritySource, direction: str) -> int:
+        return min(self.reciprocal_depth, source.num_images if direction == "i2t" else source.num_texts)
+
+    def extra_features(self, source: SimilaritySource, direction: str, nodes: Tensor, node_type: Tensor,
+                       candidate_mask: Tensor, base: Tensor) -> Optional[Tensor]:
+        """The :attr:`node_features` columns :obj:`[Q, K, E]` of graphs with these nodes, or None."""
+        parts = []
+        if "rank" in self.node_features:
+            parts.append(rank_features(base, candidate_mask))
+        if "reciprocal" in self.node_features:
+            parts.append(reciprocal_features(source, direction, nodes, candidate_mask, base,
+                                             self._reverse_depth(source, direction)))
+        return torch.cat(parts, dim=-1) if parts else None
 
     def query_graph(self, data: Union[SimilarityBundle, SimilaritySource], direction: str,
                     index: int) -> HeteroData:
@@ -262,6 +306,9 @@ class PillarGraphBuilder:
         y = self.labels(source, direction, nodes, node_type)
         cand_mask = node_type == gt
         cand_mask[0] = False
+        extra = self.extra_features(source, direction, nodes, node_type, cand_mask, base)
+        if extra is not None:
+            x = torch.cat([x, extra.to(x.dtype)], dim=-1)
         graphs = GraphBatch(direction, x, adj, node_type, cand_mask, queries, nodes, base, y)
         return graphs, pillars
 
@@ -337,4 +384,7 @@ class PillarGraphBuilder:
         x = pillar_features(source, pillars, nodes, node_type, self.anchor, dtype=graphs.x.dtype)
         base = self.base_scores(source, new_dir, nodes, node_type)
         y = self.labels(source, new_dir, nodes, node_type)
+        extra = self.extra_features(source, new_dir, nodes, node_type, graphs.candidate_mask, base)
+        if extra is not None:
+            x = torch.cat([x, extra.to(x.dtype)], dim=-1)
         return GraphBatch(new_dir, x, graphs.adj, node_type, graphs.candidate_mask, queries, nodes, base, y)

@@ -73,6 +73,11 @@ class PillarGraphNet(torch.nn.Module):
         dense (bool, optional): Use the dense path where the layer has one.
             (default: :obj:`True`)
         layer_kwargs (dict, optional): Extra constructor arguments of the layer.
+        extra_channels (int, optional): The last :obj:`extra_channels` feature
+            columns are candidate features (see
+            :mod:`pillargraph.graphs.node_features`), not pillar similarities:
+            they skip the split normalisation and get their own projection,
+            added to the pillar projection. (default: :obj:`0`)
 
     Shapes:
         - **input:** :class:`~pillargraph.graphs.GraphBatch` with :obj:`x`
@@ -85,8 +90,11 @@ class PillarGraphNet(torch.nn.Module):
                  attention_dropout: float = 0.0, mlp_ratio: float = 4.0, split_norm: bool = True,
                  use_edge_weight: bool = True, attend: str = "auto", hetero: bool = False,
                  hetero_aggr: str = "sum", dense: bool = True,
-                 layer_kwargs: Optional[Dict[str, Any]] = None) -> None:
+                 layer_kwargs: Optional[Dict[str, Any]] = None, extra_channels: int = 0) -> None:
         super().__init__()
+        if not isinstance(extra_channels, int) or isinstance(extra_channels, bool) \
+                or not 0 <= extra_channels < in_channels:
+            raise ValueError(f"extra_channels: expected an int in [0, in_channels), got {extra_channels!r}")
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                             ("num_layers", num_layers), ("heads", heads)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -106,14 +114,17 @@ class PillarGraphNet(torch.nn.Module):
             return conv_resolver(layer, hidden_channels, heads=heads, dropout=attention_dropout, **layer_kwargs)
 
         self.in_channels = in_channels
+        self.extra_channels = extra_channels
         self.hidden_channels = hidden_channels
         self.use_edge_weight = use_edge_weight
         self.hetero = hetero
-        if split_norm and in_channels % 2 == 0:
-            self.norm_in: torch.nn.Module = SplitLayerNorm(in_channels, splits=2)
+        pillar_channels = in_channels - extra_channels
+        if split_norm and pillar_channels % 2 == 0:
+            self.norm_in: torch.nn.Module = SplitLayerNorm(pillar_channels, splits=2)
         else:
-            self.norm_in = torch.nn.LayerNorm(in_channels)
-        self.lin_in = torch.nn.Linear(in_channels, hidden_channels)
+            self.norm_in = torch.nn.LayerNorm(pillar_channels)
+        self.lin_in = torch.nn.Linear(pillar_channels, hidden_channels)
+        self.lin_extra = torch.nn.Linear(extra_channels, hidden_channels) if extra_channels else None
         blocks = []
         for _ in range(num_layers):
             conv = HeteroOverlapConv(make_conv, NODE_TYPES, aggr=hetero_aggr) if hetero else make_conv()
@@ -132,15 +143,24 @@ class PillarGraphNet(torch.nn.Module):
         r"""Resets all learnable parameters of the module."""
         self.norm_in.reset_parameters()
         self.lin_in.reset_parameters()
+        if self.lin_extra is not None:
+            self.lin_extra.reset_parameters()
         for block in self.blocks:
             block.reset_parameters()
         self.norm_out.reset_parameters()
+
+    def project(self, x: Tensor) -> Tensor:
+        r"""Input projection :obj:`[..., F] -> [..., hidden_channels]` (pillar and extra columns)."""
+        if self.lin_extra is None:
+            return self.lin_in(self.norm_in(x))
+        cut = self.in_channels - self.extra_channels
+        return self.lin_in(self.norm_in(x[..., :cut])) + self.lin_extra(x[..., cut:])
 
     def embed(self, batch: GraphBatch) -> Tensor:
         r"""Node embeddings before the readout, :obj:`[B, K, hidden_channels]`."""
         if batch.num_features != self.in_channels:
             raise ValueError(f"batch.x: expected {self.in_channels} features, got {batch.num_features}")
-        h = self.lin_in(self.norm_in(batch.x))
+        h = self.project(batch.x)
         if self.dense:
             adj = batch.adj if self.use_edge_weight else None
             mask = batch.adj > 0 if self.attend == "edges" else None
