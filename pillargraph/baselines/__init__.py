@@ -27,6 +27,7 @@ from .qb_norm import QBNorm, qb_norm
 from .dual_softmax import DualSoftmax, dual_softmax
 from .nnn import NNN, nnn
 from .dbnorm import DBNorm, dbnorm
+from .tuning import FUSION_GRID, TUNING_GRIDS, TunedReranker, direction_rsum, fuse_with_base, tune_reranker
 
 __all__ = [
     "Reranker",
@@ -36,6 +37,12 @@ __all__ = [
     "chunked_topk",
     "resolve_chunk_size",
     "evaluate_rescored",
+    "TUNING_GRIDS",
+    "FUSION_GRID",
+    "TunedReranker",
+    "tune_reranker",
+    "fuse_with_base",
+    "direction_rsum",
     "available_rerankers",
     "get_reranker",
     "reranker_resolver",
