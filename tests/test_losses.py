@@ -161,3 +161,25 @@ def test_pillar_loss_combines_terms():
         PillarLoss(hinge=1.0, alignment=0, mirror_contrastive=0)(s_i2t, s_t2i, y_i2t=y_i2t, y_t2i=y_t2i)
     with pytest.raises(ValueError, match="triplet"):
         PillarLoss(triplet=-1.0)
+
+
+def test_one_set_of_loss_defaults():
+    """PillarLoss, TrainConfig and the Trainer's loss agree on every weight and temperature."""
+    from pillargraph.losses import LOSS_DEFAULTS
+    from pillargraph.train import TrainConfig
+    assert PillarLoss().to_config() == LOSS_DEFAULTS
+    config = TrainConfig()
+    assert {k: getattr(config, k) for k in LOSS_DEFAULTS} == LOSS_DEFAULTS
+
+
+def test_cli_sets_every_loss_setting():
+    import argparse
+
+    from pillargraph.cli.train import add_model_arguments, components
+    from pillargraph.losses import LOSS_DEFAULTS
+    p = argparse.ArgumentParser()
+    add_model_arguments(p)
+    values = {k: 0.5 + i for i, k in enumerate(LOSS_DEFAULTS)}
+    argv = [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    _, _, config = components(p.parse_args(argv))
+    assert {k: getattr(config, k) for k in LOSS_DEFAULTS} == values

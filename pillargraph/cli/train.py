@@ -6,6 +6,8 @@ import json
 
 from ..data.files import load_split
 from ..graphs import PillarGraphBuilder
+from ..graphs.node_features import NODE_FEATURES
+from ..losses import LOSS_DEFAULTS
 from ..nn import PillarReranker
 from ..train import TrainConfig, Trainer
 
@@ -20,6 +22,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sparsity", type=float, default=0.8, help="gamma of the overlap sparsification")
     g.add_argument("--anchor", default="both", choices=("both", "inter", "intra"),
                    help="pillar halves to use (ablation: inter-only, intra-only)")
+    g.add_argument("--node-features", default="",
+                   help=f"extra candidate features beside the pillar space, comma-separated: "
+                        f"{', '.join(NODE_FEATURES)} ('reciprocal' reads other test queries: transductive)")
     m = p.add_argument_group("model")
     m.add_argument("--layer", default="neighbor_attention",
                    help="reasoning layer: neighbor_attention, transformer, gatv2, gat, gcn, sage, gin, graph")
@@ -36,6 +41,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--optimizer", default=TrainConfig.optimizer, choices=("adamw", "sgd"))
     t.add_argument("--patience", type=int, default=TrainConfig.patience)
     t.add_argument("--no-align", action="store_true", help="ablation: no structure-alignment loss")
+    loss = p.add_argument_group("loss (defaults: pillargraph.losses.LOSS_DEFAULTS)")
+    for name, default in LOSS_DEFAULTS.items():
+        loss.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, metavar="X",
+                          help=f"PillarLoss {name} (default: {default:g})")
     t.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
@@ -43,17 +52,20 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def components(args: argparse.Namespace):
     """Builder, model and training config from parsed arguments."""
+    features = tuple(f.strip() for f in args.node_features.split(",") if f.strip())
     builder = PillarGraphBuilder(num_pillars=args.num_pillars, k_i2t=args.k_i2t, k_t2i=args.k_t2i,
                                  overlap_neighbors=args.overlap_neighbors, sparsity=args.sparsity,
-                                 anchor=args.anchor)
+                                 anchor=args.anchor, node_features=features)
+    losses = {name: getattr(args, name) for name in LOSS_DEFAULTS}
+    if args.no_align:
+        losses.update(alignment=0.0, mirror_contrastive=0.0)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, patience=args.patience, seed=args.seed,
-                         compile=args.compile,
-                         alignment=0.0 if args.no_align else TrainConfig.alignment,
-                         mirror_contrastive=0.0 if args.no_align else TrainConfig.mirror_contrastive)
+                         compile=args.compile, **losses)
     import torch
     torch.manual_seed(args.seed)
-    model = PillarReranker(builder.num_features, layer=args.layer, hidden_channels=args.hidden,
+    model = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features,
+                           layer=args.layer, hidden_channels=args.hidden,
                            num_layers=args.layers, heads=args.heads, dropout=args.dropout,
                            share_directions=args.share_directions,
                            use_edge_weight=not args.no_edge_weight)

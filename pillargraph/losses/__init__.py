@@ -7,7 +7,7 @@ and a candidate mask :obj:`[K]` (the positions being ranked), as produced by
 from .alignment import alignment_loss
 from .contrastive import contrastive_loss
 from .hinge import hinge_loss
-from .pillar_loss import PillarLoss
+from .pillar_loss import LOSS_DEFAULTS, PillarLoss
 from .triplet import triplet_loss
 
-__all__ = ["contrastive_loss", "triplet_loss", "hinge_loss", "alignment_loss", "PillarLoss"]
+__all__ = ["contrastive_loss", "triplet_loss", "hinge_loss", "alignment_loss", "PillarLoss", "LOSS_DEFAULTS"]

@@ -11,7 +11,16 @@ from .contrastive import contrastive_loss
 from .hinge import hinge_loss
 from .triplet import triplet_loss
 
-__all__ = ["PillarLoss"]
+__all__ = ["PillarLoss", "LOSS_DEFAULTS"]
+
+
+#: The one set of loss defaults, shared by :class:`PillarLoss` and
+#: :class:`~pillargraph.train.TrainConfig`. The temperatures are the ones trained
+#: and measured here (0.1); the prototype used ``tau=2.0`` and ``align_tau=1.0``
+#: (pass them to reproduce it).
+LOSS_DEFAULTS: Dict[str, float] = {"contrastive": 1.0, "triplet": 1.0, "alignment": 1.0,
+                                   "mirror_contrastive": 1.0, "hinge": 0.0, "tau": 0.1, "margin": 0.2,
+                                   "align_tau": 0.1, "hinge_margin": 0.0}
 
 
 class PillarLoss(torch.nn.Module):
@@ -40,15 +49,18 @@ class PillarLoss(torch.nn.Module):
         alignment (float, optional): :math:`\lambda_a`. (default: :obj:`1.0`)
         mirror_contrastive (float, optional): :math:`\lambda_m`. (default: :obj:`1.0`)
         hinge (float, optional): :math:`\lambda_h`. (default: :obj:`0.0`)
-        tau (float, optional): Contrastive temperature. (default: :obj:`2.0`)
+        tau (float, optional): Contrastive temperature (the prototype's: 2.0). (default: :obj:`0.1`)
         margin (float, optional): Triplet margin. (default: :obj:`0.2`)
-        align_tau (float, optional): Alignment temperature. (default: :obj:`1.0`)
+        align_tau (float, optional): Alignment temperature (the prototype's: 1.0). (default: :obj:`0.1`)
         hinge_margin (float, optional): Hinge margin. (default: :obj:`0.0`)
     """
 
-    def __init__(self, contrastive: float = 1.0, triplet: float = 1.0, alignment: float = 1.0,
-                 mirror_contrastive: float = 1.0, hinge: float = 0.0, tau: float = 2.0, margin: float = 0.2,
-                 align_tau: float = 1.0, hinge_margin: float = 0.0) -> None:
+    def __init__(self, contrastive: float = LOSS_DEFAULTS["contrastive"],
+                 triplet: float = LOSS_DEFAULTS["triplet"], alignment: float = LOSS_DEFAULTS["alignment"],
+                 mirror_contrastive: float = LOSS_DEFAULTS["mirror_contrastive"],
+                 hinge: float = LOSS_DEFAULTS["hinge"], tau: float = LOSS_DEFAULTS["tau"],
+                 margin: float = LOSS_DEFAULTS["margin"], align_tau: float = LOSS_DEFAULTS["align_tau"],
+                 hinge_margin: float = LOSS_DEFAULTS["hinge_margin"]) -> None:
         super().__init__()
         weights = dict(contrastive=contrastive, triplet=triplet, alignment=alignment,
                        mirror_contrastive=mirror_contrastive, hinge=hinge)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional
 
+from ..losses.pillar_loss import LOSS_DEFAULTS
+
 __all__ = ["TrainConfig"]
 
 _OPTIMIZERS = ("sgd", "adamw")
@@ -40,6 +42,7 @@ class TrainConfig:
         tau (float): contrastive temperature (default: :obj:`0.1`).
         margin (float): triplet margin (default: :obj:`0.2`).
         align_tau (float): temperature of the alignment softmaxes (default: :obj:`0.1`).
+        hinge_margin (float): margin of the hinge against the base top-K minimum (default: :obj:`0.0`).
         compile (bool): run each step's forward passes and loss under
             :func:`torch.compile` (worth it on CUDA at large sizes: 17 ms instead of
             35 ms per paper-size batch-512 step on an H200) (default: :obj:`False`).
@@ -59,14 +62,16 @@ class TrainConfig:
     seed: int = 0
     patience: Optional[int] = 4
     eval_every: int = 1
-    contrastive: float = 1.0
-    triplet: float = 1.0
-    alignment: float = 1.0
-    mirror_contrastive: float = 1.0
-    hinge: float = 0.0
-    tau: float = 0.1
-    margin: float = 0.2
-    align_tau: float = 0.1
+    # loss weights and temperatures: one set of defaults, pillargraph.losses.LOSS_DEFAULTS
+    contrastive: float = LOSS_DEFAULTS["contrastive"]
+    triplet: float = LOSS_DEFAULTS["triplet"]
+    alignment: float = LOSS_DEFAULTS["alignment"]
+    mirror_contrastive: float = LOSS_DEFAULTS["mirror_contrastive"]
+    hinge: float = LOSS_DEFAULTS["hinge"]
+    tau: float = LOSS_DEFAULTS["tau"]
+    margin: float = LOSS_DEFAULTS["margin"]
+    align_tau: float = LOSS_DEFAULTS["align_tau"]
+    hinge_margin: float = LOSS_DEFAULTS["hinge_margin"]
     compile: bool = False
     select_fusion: bool = True
 

@@ -128,7 +128,7 @@ class Trainer:
         c = self.config
         self.loss_fn = PillarLoss(contrastive=c.contrastive, triplet=c.triplet, alignment=c.alignment,
                                   mirror_contrastive=c.mirror_contrastive, hinge=c.hinge, tau=c.tau,
-                                  margin=c.margin, align_tau=c.align_tau)
+                                  margin=c.margin, align_tau=c.align_tau, hinge_margin=c.hinge_margin)
         self.amp = self.device.type == "cuda" if c.amp is None else bool(c.amp)
         self.optimizer = self._make_optimizer()
         self._forward = torch.compile(self.step_loss) if c.compile else self.step_loss
