@@ -1,0 +1,88 @@
+"""One call from settings to a trained, dev-selected re-ranker: build, train, select the fusion on dev.
+
+:func:`fit_reranker` is the sequence that the CLI, the demo and the
+benchmarks all run: a :class:`~pillargraph.graphs.PillarGraphBuilder` from
+builder settings, a :class:`~pillargraph.nn.PillarReranker` sized to it (its
+pillar columns and any extra node features), training with the best epoch kept
+by dev rSum, and the base-fusion weights chosen on the same dev split (fusion
+weight 1 is the learned scores alone, 0 the base). Only ``dev`` is read for
+any choice.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+
+from ..graphs import PillarGraphBuilder
+from ..nn import PillarReranker
+from .config import TrainConfig
+from .trainer import Trainer, TrainResult
+
+__all__ = ["FittedReranker", "fit_reranker"]
+
+
+@dataclass
+class FittedReranker:
+    """What :func:`fit_reranker` returns.
+
+    Attributes:
+        model: the trained model (best dev epoch), its ``fusion_weights`` set
+            to the dev-selected choice when ``config.select_fusion``.
+        builder: the graph builder the model reads.
+        result: the :class:`~pillargraph.train.TrainResult` (history, best epoch, fusion).
+        seconds: wall time of training and selection.
+    """
+
+    model: PillarReranker
+    builder: PillarGraphBuilder
+    result: TrainResult
+    seconds: float
+
+    @property
+    def transductive(self) -> bool:
+        """Whether the model reads other test queries (reciprocal node features)."""
+        return self.builder.transductive
+
+    def settings(self) -> Dict[str, Any]:
+        """The builder, model and training settings, for results files."""
+        return {"builder": self.builder.config, "model": self.model.to_config(),
+                "fusion": self.result.fusion, "best_epoch": self.result.best_epoch,
+                "epochs_run": self.result.epochs_run}
+
+
+def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mapping[str, Any], None] = None,
+                 model: Optional[Mapping[str, Any]] = None, config: Optional[TrainConfig] = None,
+                 device: Union[str, torch.device, None] = None,
+                 out_dir: Union[str, os.PathLike, None] = None, progress: Optional[bool] = False,
+                 seed: Optional[int] = None) -> FittedReranker:
+    """Build a builder and a matching model, train on ``train``, select epoch and fusion on ``dev``.
+
+    Args:
+        train: the training split: a :class:`~pillargraph.SimilarityBundle`,
+            :class:`~pillargraph.data.NeighborLists` or any
+            :class:`~pillargraph.data.SimilaritySource` (e.g. episodes).
+        dev: the selection split.
+        builder: a builder, or its keyword arguments (default: ``PillarGraphBuilder()``).
+        model: keyword arguments of :class:`~pillargraph.nn.PillarReranker`
+            beyond its input sizes (default: its defaults).
+        config: training settings (default: ``TrainConfig()``).
+        device: where to train (default: CPU).
+        out_dir: run folder for checkpoints (default: none).
+        progress: show progress bars (default: False).
+        seed: initialises the model's weights (default: ``config.seed``).
+
+    Returns:
+        A :class:`FittedReranker`.
+    """
+    if not isinstance(builder, PillarGraphBuilder):
+        builder = PillarGraphBuilder(**dict(builder or {}))
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed if seed is None else seed)
+    net = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features, **dict(model or {}))
+    t0 = time.perf_counter()
+    result = Trainer(net, builder, config, out_dir=out_dir, device=device, progress=progress).fit(train, dev)
+    return FittedReranker(net, builder, result, time.perf_counter() - t0)
