@@ -109,7 +109,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="missing required key 'sim_i2t'"):
         SimilarityBundle.load(tmp_path / "noi2t.npz")
     (tmp_path / "garbage.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="not a .npz bundle"):
         SimilarityBundle.load(tmp_path / "garbage.npz")
     with pytest.raises(ValueError, match="npz"):
         SimilarityBundle(np.zeros((1, 1)), np.zeros(1, int)).save(tmp_path / "x.txt")

@@ -319,7 +319,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="missing required key 'i2t_index'"):
         NeighborLists.load(tmp_path / "b.npz")
     (tmp_path / "c.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="not a .npz"):
         NeighborLists.load(tmp_path / "c.npz")
     img, txt, t2i = embeddings(0)
     with pytest.raises(ValueError, match="path: expected a .npz"):
