@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
+from ..device import resolve_device
 from .bank import QueryBank
 
 __all__ = ["Reranker", "RetrievalView", "DIRECTIONS", "resolve_chunk_size", "chunk_ranges",
@@ -326,7 +327,7 @@ class Reranker:
         dirs = self._directions(directions)
         resolve_chunk_size(chunk_size, 1, 1)  # validates the argument early
         if device is not None:
-            bundle = bundle.to(device)
+            bundle = bundle.to(resolve_device(device))
         if bank is not None:
             bank.validate_against(bundle)
             bank = bank.to(bundle.device)
