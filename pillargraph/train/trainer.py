@@ -15,10 +15,11 @@ from torch import Tensor
 
 from .. import __version__
 from ..bundle import SimilarityBundle
+from ..device import resolve_device
 from ..graphs.batch import GraphBatch
 from ..graphs.builder import PillarGraphBuilder
 from ..graphs.dataset import QueryGraphDataset
-from ..io import atomic_torch_save, atomic_write_text
+from ..io import atomic_torch_save, atomic_write_text, ensure_writable_dir
 from ..losses import PillarLoss
 from ..nn import PillarReranker
 from ..rerank import FusionChoice, combine_any, evaluate_any, rerank_scores, select_fusion_weights
@@ -68,28 +69,68 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a pillargraph checkpoint.
+        ValueError: ``map_location`` is not a usable device, or the file is not
+            a pillargraph checkpoint.
     """
     path = Path(path)
+    if isinstance(map_location, (str, torch.device)):
+        map_location = resolve_device(map_location)  # blame the device, not the file
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; pass the checkpoint file (e.g. {path / 'best.pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        reason = " ".join(str(err).split())[:200]
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a pillargraph checkpoint (format {CHECKPOINT_FORMAT})")
     return state
 
 
 def model_from_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> PillarReranker:
-    """Rebuild the trained model of a checkpoint, with its builder config and fusion weights."""
+    """Rebuild the trained model of a checkpoint, with its builder config and fusion weights.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a pillargraph checkpoint, a missing or invalid
+            ``model_config`` / ``builder_config``, or weights whose names or
+            shapes do not fit the model the config describes.
+    """
     state = load_checkpoint(path, map_location)
-    model = PillarReranker.from_config(state["model_config"])
+    for key in ("model_config", "builder_config", "model"):
+        if not isinstance(state.get(key), dict):
+            raise ValueError(f"{path}: damaged checkpoint, {key!r} is missing or not a dict")
+    try:
+        model = PillarReranker.from_config(dict(state["model_config"]))
+        builder = PillarGraphBuilder(**state["builder_config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: damaged checkpoint, invalid config ({err})") from None
+    if builder.num_features != model.to_config()["in_channels"]:
+        raise ValueError(f"{path}: damaged checkpoint, the builder makes {builder.num_features} "
+                         f"features but the model reads {model.to_config()['in_channels']}")
+    mismatch = _state_mismatch(model.state_dict(), state["model"])
+    if mismatch:
+        raise ValueError(f"{path}: damaged checkpoint, its weights do not fit the model ({mismatch})")
     model.load_state_dict(state["model"])
-    model.builder_config = dict(state["builder_config"])
+    model.builder_config = builder.config
     model.fusion_weights = state.get("fusion")
     return model.eval()
+
+
+def _state_mismatch(expected: Dict[str, Tensor], saved: Dict[str, Any]) -> str:
+    """What differs between two state dicts (names, tensor shapes), on one line; ``''`` if nothing."""
+    problems = [f"missing {k!r}" for k in expected if k not in saved]
+    problems += [f"unexpected {k!r}" for k in saved if k not in expected]
+    problems += [f"{k!r} has shape {list(v.shape)}, the model needs {list(expected[k].shape)}"
+                 if isinstance(v, Tensor) else f"{k!r} is not a tensor"
+                 for k, v in saved.items()
+                 if k in expected and not (isinstance(v, Tensor) and v.shape == expected[k].shape)]
+    if not problems:
+        return ""
+    more = f"; {len(problems) - 1} more" if len(problems) > 1 else ""
+    return problems[0] + more
 
 
 class Trainer:
@@ -214,7 +255,7 @@ class Trainer:
     def _open_run(self, resume: bool) -> Optional[Dict[str, Any]]:
         if self.out_dir is None:
             return None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(self.out_dir)  # fail before an epoch is spent, not after
         last = self.out_dir / "last.pt"
         state = None
         if last.exists():
