@@ -1,58 +1,15 @@
 """pillargraph.io: broken .npz files are one clear ValueError; failed writes are one OutputError and lose nothing."""
 import errno
 import os
-import zipfile
 
 import numpy as np
 import pytest
 
-from pillargraph import io
 from pillargraph.io import OutputError, atomic_write, atomic_write_text, ensure_writable_dir, read_npz
 
+from .faults import fail_with, good_npz, make_broken
+
 KEYS = ("a", "b")
-
-
-def good_npz(path):
-    np.savez(path, a=np.arange(2000, dtype=np.float64), b=np.ones((3, 4), dtype=np.float32))
-    return path
-
-
-def flip_byte_in_member_data(path):
-    """Corrupt the stored data of the first member (its CRC then fails)."""
-    with zipfile.ZipFile(path) as z:
-        info = z.infolist()[0]
-    data = bytearray(path.read_bytes())
-    # local header: 30 bytes + name + extra; the member's data follows
-    name_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
-    extra_len = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
-    start = info.header_offset + 30 + name_len + extra_len
-    data[start + info.compress_size - 8] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def make_broken(kind, path):
-    if kind == "truncated":
-        good = good_npz(path.with_name("good.npz")).read_bytes()
-        path.write_bytes(good[:len(good) // 2])
-    elif kind == "bad_crc":
-        good_npz(path)
-        flip_byte_in_member_data(path)
-    elif kind == "empty":
-        path.write_bytes(b"")
-    elif kind == "npy_renamed":
-        with open(path, "wb") as fh:
-            np.save(fh, np.zeros(3))
-    elif kind == "garbage_members":
-        with zipfile.ZipFile(path, "w") as z:
-            z.writestr("a.npy", b"\x93NUMPY\x01\x00garbage")
-    elif kind == "not_npy_member":
-        with zipfile.ZipFile(path, "w") as z:
-            z.writestr("a.npy", b"plain words, not an array")
-    elif kind == "text":
-        path.write_text("sim_i2t,txt2img\n0.1,0\n")
-    elif kind == "pickled_member":
-        np.savez(path, a=np.array([{"x": 1}], dtype=object))
-    return path
 
 
 @pytest.mark.parametrize("kind, message", [
@@ -91,15 +48,6 @@ def test_good_npz_reads_and_folder_and_missing_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- writes
-def fail_with(monkeypatch, where, code):
-    """Make one step of an atomic write fail with the OS error ``code``."""
-    def boom(*args, **kwargs):
-        raise OSError(code, os.strerror(code))
-    target = {"fsync": (io.os, "fsync"), "mkstemp": (io.tempfile, "mkstemp"),
-              "replace": (io.os, "replace"), "mkdir": (io.Path, "mkdir")}[where]
-    monkeypatch.setattr(*target, boom)
-
-
 @pytest.mark.parametrize("where, code, reason", [
     ("fsync", errno.ENOSPC, "No space left on device"),
     ("mkstemp", errno.EACCES, "Permission denied"),
