@@ -26,6 +26,8 @@ from ..baselines.lists import LIST_METHODS
 from ..bundle import SimilarityBundle
 from ..data.files import npz_format
 from ..data.neighbors import NeighborLists
+from ..device import resolve_device
+from ..io import ensure_writable_dir
 from ..metrics import evaluate, evaluate_lists
 from . import CLIError
 
@@ -101,18 +103,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         directions = [args.direction]
     paths = output_paths(Path(args.out), directions)
+    device = resolve_device(args.device)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.force:
         raise CLIError(f"output exists: {', '.join(existing)} (use --force to overwrite)")
     if method.needs_bank and args.bank is None:
         raise CLIError(f"{method.name} needs a query bank: pass --bank BANK.npz "
                        f"(keys bank_i2t and/or bank_t2i)")
+    ensure_writable_dir(Path(args.out).parent)
 
     if npz_format(args.bundle) == "lists":
         return run_on_lists(method, args)
     bundle = SimilarityBundle.load(args.bundle)
     bank = QueryBank.load(args.bank) if args.bank is not None else None
-    scores = method(bundle, bank=bank, directions=directions, device=args.device,
+    scores = method(bundle, bank=bank, directions=directions, device=device,
                     chunk_size=args.chunk_size)
     for d, path in paths.items():
         bundle.replace(sim_i2t=scores[d].cpu().contiguous()).save(path)

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from ..data.synthetic import synthetic_splits
+from ..device import resolve_device
+from ..io import ensure_writable_dir
 from ..metrics import evaluate
 from ..rerank import rerank
 from ..train import Trainer
@@ -25,13 +27,16 @@ def comparison_table(rows: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    device = resolve_device(args.device)
+    if args.out:
+        ensure_writable_dir(args.out)
     train, dev, test = synthetic_splits(args.train_images, args.dev_images, args.test_images,
                                         seed=args.seed)
     print(f"synthetic splits (seed {args.seed}): train {train.num_images} images / {train.num_texts} "
           f"captions, dev {dev.num_images}, test {test.num_images}")
     builder, model, config = components(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pillargraph-demo-"))
-    trainer = Trainer(model, builder, config, out_dir=out, device=args.device)
+    trainer = Trainer(model, builder, config, out_dir=out, device=device)
 
     def report(rec):
         dev_m = rec.get("dev", {})
@@ -40,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     result = trainer.fit(train, dev, resume=False, on_epoch_end=report)
     print(f"best epoch {result.best_epoch + 1}, dev fusion weights {result.fusion}")
     rows = {"base": evaluate(test),
-            "re-ranked (learned)": evaluate(rerank(model, test, builder, fusion=1.0, device=args.device)),
-            "re-ranked (dev-fused)": evaluate(rerank(model, test, builder, device=args.device))}
+            "re-ranked (learned)": evaluate(rerank(model, test, builder, fusion=1.0, device=device)),
+            "re-ranked (dev-fused)": evaluate(rerank(model, test, builder, device=device))}
     print(f"\ntest split ({test.num_images} images, {test.num_texts} captions):")
     print(comparison_table(rows))
     gain = rows["re-ranked (dev-fused)"]["rsum"] - rows["base"]["rsum"]

@@ -26,15 +26,20 @@ def format_metrics(metrics: dict, title: str = "") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.folds is not None and args.folds < 1:
+        raise CLIError(f"--folds: expected a positive number of folds, got {args.folds}")
     bundle = load_split(args.bundle)
     if isinstance(bundle, NeighborLists):
-        if args.folds:
+        if args.folds is not None and args.folds > 1:
             raise CLIError("--folds: fold evaluation ranks each fold's own captions, which needs a dense "
                            "bundle; neighbour lists rank the whole gallery")
         metrics = evaluate_lists(bundle)
         title = (f"{args.bundle}: neighbour lists, {bundle.num_images} images, {bundle.num_texts} captions "
                  f"(median and mean ranks need a dense bundle)")
-    elif args.folds and args.folds > 1:
+    elif args.folds is not None and args.folds > bundle.num_images:
+        raise CLIError(f"--folds: expected 1..{bundle.num_images} (one image per fold at least), "
+                       f"got {args.folds}")
+    elif args.folds is not None and args.folds > 1:
         metrics = evaluate_folds(bundle, folds=args.folds)
         title = f"{args.bundle}: mean over {args.folds} folds"
     else:
@@ -51,7 +56,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="Recall@K, rSum and ranks of a bundle's sim_i2t",
                        description="Evaluate the retrieval scores stored in a bundle.")
     p.add_argument("bundle", help="bundle .npz, or neighbour lists .npz (Recall@K only)")
-    p.add_argument("--folds", type=int, default=0,
-                   help="average over this many consecutive image folds (MS-COCO 1K: 5)")
+    p.add_argument("--folds", type=int, default=None,
+                   help="average over this many consecutive image folds (MS-COCO 1K: 5; "
+                        "default: no folds)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)

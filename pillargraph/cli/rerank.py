@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..data.files import load_split
+from ..device import resolve_device
+from ..io import ensure_writable_dir
 from ..rerank import OUTPUTS, evaluate_any, rerank
 from ..train import model_from_checkpoint
 from . import CLIError
@@ -15,16 +17,24 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"--out {out} exists; pass --force to replace it")
-    model = model_from_checkpoint(args.checkpoint, map_location=args.device or "cpu")
+    if out.suffix != ".npz":
+        raise CLIError(f"--out: expected a .npz file name, got {out.name!r}")
+    device = resolve_device(args.device)
+    ensure_writable_dir(out.parent)
+    model = model_from_checkpoint(args.checkpoint, map_location=device)
     bundle = load_split(args.bundle)
     fusion = None
     if args.fusion_weight is not None:
-        parts = [float(v) for v in args.fusion_weight.split(",")]
+        try:
+            parts = [float(v) for v in args.fusion_weight.split(",")]
+        except ValueError:
+            parts = []
         if len(parts) not in (1, 2):
-            raise CLIError("--fusion-weight: expected W or W_I2T,W_T2I")
+            raise CLIError(f"--fusion-weight: expected W or W_I2T,W_T2I (numbers), "
+                           f"got {args.fusion_weight!r}")
         fusion = parts[0] if len(parts) == 1 else tuple(parts)
     used = fusion if fusion is not None else (model.fusion_weights or 1.0)
-    result = rerank(model, bundle, fusion=fusion, output=args.output, device=args.device)
+    result = rerank(model, bundle, fusion=fusion, output=args.output, device=device)
     result.save(out)
     print(format_metrics(evaluate_any(bundle), "base"))
     print(format_metrics(evaluate_any(result), f"re-ranked ({args.output or 'stored'} output, "

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..data.synthetic import SPLIT_NAMES, SyntheticConfig, SyntheticWorld
+from ..io import ensure_writable_dir
 from ..metrics import evaluate
 from . import CLIError
 from .evaluate import format_metrics
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
                        f"{args.captions_per_image}")
     config = SyntheticConfig(**{f.name: getattr(args, f.name)
                                 for f in dataclasses.fields(SyntheticConfig)})
+    ensure_writable_dir(out_dir)  # before the splits are drawn
     world = SyntheticWorld(config, seed=args.seed)
     report = {}
     for name, path in zip(SPLIT_NAMES, targets):

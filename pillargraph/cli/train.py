@@ -5,8 +5,10 @@ import argparse
 import json
 
 from ..data.files import load_split
+from ..device import resolve_device
 from ..graphs import PillarGraphBuilder
 from ..graphs.node_features import NODE_FEATURES
+from ..io import ensure_writable_dir
 from ..losses import LOSS_DEFAULTS
 from ..nn import PillarReranker
 from ..train import TrainConfig, Trainer
@@ -73,10 +75,12 @@ def components(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    ensure_writable_dir(args.out)  # before the splits are read and an epoch is spent
     train = load_split(args.train)
     dev = load_split(args.dev)
     builder, model, config = components(args)
-    trainer = Trainer(model, builder, config, out_dir=args.out, device=args.device)
+    trainer = Trainer(model, builder, config, out_dir=args.out, device=device)
     result = trainer.fit(train, dev, resume=args.resume)
     print(json.dumps({"best_epoch": result.best_epoch, "best_dev_rsum": result.best_dev_rsum,
                       "epochs_run": result.epochs_run, "fusion": result.fusion,
