@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .base import chunk_ranges, resolve_chunk_size
 
-__all__ = ["check_scores", "check_bank", "column_logsumexp", "column_topk_mean"]
+__all__ = ["check_scores", "check_bank", "check_beta", "column_logsumexp", "column_topk_mean"]
 
 
 def check_scores(sim: Tensor, name: str = "sim") -> None:
@@ -27,6 +27,17 @@ def check_scores(sim: Tensor, name: str = "sim") -> None:
         raise ValueError(f"{name}: expected a float dtype, got {sim.dtype}")
     if not bool(torch.isfinite(sim).all()):
         raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+
+
+def check_beta(beta: float, name: str = "beta") -> float:
+    """An inverse temperature: a positive number (not a bool), returned as a float.
+
+    Raises:
+        ValueError: ``beta`` is not a positive number.
+    """
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+        raise ValueError(f"{name}: expected a positive number, got {beta!r}")
+    return float(beta)
 
 
 def check_bank(bank: Optional[Tensor], num_columns: int, name: str = "bank",

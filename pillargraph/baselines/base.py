@@ -28,7 +28,8 @@ from ..device import resolve_device
 from .bank import QueryBank
 
 __all__ = ["Reranker", "RetrievalView", "DIRECTIONS", "resolve_chunk_size", "chunk_ranges",
-           "chunked_topk", "normalize_name", "fill_unreached"]
+           "chunked_topk", "topk_without_boundary_ties", "tie_positions", "normalize_name",
+           "fill_unreached", "REGISTRY"]
 
 #: The two retrieval directions, in the order results are reported.
 DIRECTIONS: tuple[str, ...] = ("i2t", "t2i")
@@ -36,7 +37,8 @@ DIRECTIONS: tuple[str, ...] = ("i2t", "t2i")
 #: Working-memory budget of one chunk, in tensor elements (2^26 float32 = 256 MiB).
 WORK_ELEMENTS = 1 << 26
 
-_REGISTRY: Dict[str, type] = {}
+#: Every registered :class:`Reranker` subclass, by normalised name and alias (see :func:`normalize_name`).
+REGISTRY: Dict[str, type] = {}
 
 
 def normalize_name(name: str) -> str:
@@ -159,6 +161,36 @@ def chunked_topk(scores: Tensor, k: int, chunk_size: Optional[int] = None,
     return vals, idx
 
 
+def topk_without_boundary_ties(scores: Tensor, k: int, chunk_size: Optional[int] = None,
+                               exclude_self: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Row-wise top-``k`` that never lets index order decide who makes the cut.
+
+    Items tied with the best item left out (the ``k + 1``-th) cannot all fit,
+    and choosing among them would follow their position in the gallery; so
+    none of them is kept (the pessimistic choice). On all-equal scores nothing
+    is kept.
+
+    Returns:
+        ``(values, indices, keep)``, each :obj:`[R, k]`, sorted by decreasing
+        score; ``keep`` is False for the dropped entries, which are always a
+        suffix of each row.
+    """
+    available = scores.shape[1] - int(exclude_self)
+    if k >= available:
+        vals, idx = chunked_topk(scores, k, chunk_size, exclude_self)
+        return vals, idx, torch.ones_like(idx, dtype=torch.bool)
+    vals, idx = chunked_topk(scores, k + 1, chunk_size, exclude_self)
+    keep = vals[:, :k] > vals[:, k:]
+    return vals[:, :k], idx[:, :k], keep
+
+
+def tie_positions(values: Tensor) -> Tensor:
+    """0-based positions in rows sorted by decreasing value, tied entries sharing the last
+    (worst) position of their group: ``[3, 2, 2, 1] -> [0, 2, 2, 3]``."""
+    neg = (-values).contiguous()
+    return torch.searchsorted(neg, neg, right=True) - 1
+
+
 def fill_unreached(scores: Tensor, reached: Tensor, base: Tensor) -> Tensor:
     """Rank the items a graph method never reached after the reached ones, in base order.
 
@@ -224,11 +256,11 @@ class Reranker:
                             f"{list(DIRECTIONS)}, got {cls.directions}")
         for key in {normalize_name(cls.name), normalize_name(cls.__name__),
                     *(normalize_name(a) for a in cls.aliases)}:
-            other = _REGISTRY.get(key)
+            other = REGISTRY.get(key)
             if other is not None and other is not cls and other.__qualname__ != cls.__qualname__:
                 raise TypeError(f"re-ranker name {key!r} of {cls.__name__} is already taken by "
                                 f"{other.__name__}")
-            _REGISTRY[key] = cls
+            REGISTRY[key] = cls
 
     # --------------------------------------------------------------- metadata
     @classmethod

@@ -16,10 +16,9 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
-from ._chunks import check_bank, check_scores, column_logsumexp
+from ._chunks import check_bank, check_beta, check_scores, column_logsumexp
 from .bank import QueryBank
 from .base import Reranker, RetrievalView, chunk_ranges, resolve_chunk_size
-from .inverted_softmax import _check_beta
 
 __all__ = ["DBNorm", "dbnorm", "dbnorm_scores", "second_order_bank_logsumexp"]
 
@@ -54,7 +53,7 @@ def dbnorm_scores(sim: Tensor, query_bank: Tensor, gallery_bank: Tensor, beta1: 
     check_scores(sim, "sim")
     check_bank(query_bank, sim.shape[1], "query_bank")
     check_bank(gallery_bank, sim.shape[1], "gallery_bank")
-    beta1, beta2 = _check_beta(beta1, "beta1"), _check_beta(beta2, "beta2")
+    beta1, beta2 = check_beta(beta1, "beta1"), check_beta(beta2, "beta2")
     log_z = column_logsumexp(query_bank.to(sim.dtype), beta1, chunk_size)
     log_z += column_logsumexp(gallery_bank.to(sim.dtype), beta2, chunk_size)
     return (sim * (beta1 + beta2)).sub_(log_z)
@@ -126,8 +125,8 @@ class DBNorm(Reranker):
     bank_sides = ("query", "gallery")
 
     def __init__(self, beta1: float = 1 / 1.99, beta2: float = 3.0) -> None:
-        self.beta1 = _check_beta(beta1, "beta1")
-        self.beta2 = _check_beta(beta2, "beta2")
+        self.beta1 = check_beta(beta1, "beta1")
+        self.beta2 = check_beta(beta2, "beta2")
 
     def rerank(self, view: RetrievalView) -> Tensor:
         sim = view.sim

@@ -12,17 +12,11 @@ from typing import Any, Dict, Optional
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
-from ._chunks import check_bank, check_scores, column_logsumexp
+from ._chunks import check_bank, check_beta, check_scores, column_logsumexp
 from .bank import QueryBank
 from .base import Reranker, RetrievalView
 
 __all__ = ["InvertedSoftmax", "inverted_softmax", "inverted_softmax_scores"]
-
-
-def _check_beta(beta: float, name: str = "beta") -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
-        raise ValueError(f"{name}: expected a positive number, got {beta!r}")
-    return float(beta)
 
 
 def inverted_softmax_scores(sim: Tensor, bank: Tensor, beta: float = 20.0,
@@ -49,7 +43,7 @@ def inverted_softmax_scores(sim: Tensor, bank: Tensor, beta: float = 20.0,
     """
     check_scores(sim, "sim")
     check_bank(bank, sim.shape[1], "bank")
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
     log_z = column_logsumexp(bank.to(sim.dtype), beta, chunk_size)
     return (sim * beta).sub_(log_z)
 
@@ -74,7 +68,7 @@ class InvertedSoftmax(Reranker):
     bank_sides = ("query",)
 
     def __init__(self, beta: float = 20.0) -> None:
-        self.beta = _check_beta(beta)
+        self.beta = check_beta(beta)
 
     def rerank(self, view: RetrievalView) -> Tensor:
         return inverted_softmax_scores(view.sim, view.query_bank, self.beta, view.chunk_size)

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
-from ._chunks import check_bank, check_scores
+from ._chunks import check_bank, check_beta, check_scores
 from .bank import QueryBank
 from .base import Reranker, RetrievalView, chunk_ranges, chunked_topk, resolve_chunk_size
-from .inverted_softmax import _check_beta, inverted_softmax_scores
+from .inverted_softmax import inverted_softmax_scores
 
 __all__ = ["QBNorm", "qb_norm", "qb_norm_scores", "activation_set"]
 
@@ -66,7 +66,7 @@ def qb_norm_scores(sim: Tensor, bank: Tensor, beta: float = 20.0, k: int = 1,
     """
     check_scores(sim, "sim")
     check_bank(bank, sim.shape[1], "bank")
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= sim.shape[1]:
         raise ValueError(f"k: expected an int in [1, {sim.shape[1]}], got {k!r}")
     hubs = activation_set(bank, k, chunk_size)
@@ -99,7 +99,7 @@ class QBNorm(Reranker):
     bank_sides = ("query",)
 
     def __init__(self, beta: float = 20.0, k: int = 1) -> None:
-        self.beta = _check_beta(beta)
+        self.beta = check_beta(beta)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k: expected a positive int, got {k!r}")
         self.k = k

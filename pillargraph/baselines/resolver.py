@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
-from .base import _REGISTRY, Reranker, normalize_name
+from .base import REGISTRY, Reranker, normalize_name
 
 __all__ = ["reranker_resolver", "get_reranker", "available_rerankers"]
 
 
 def available_rerankers() -> Dict[str, type]:
     """All registered re-rankers, ``{name: class}``, sorted by name."""
-    classes = {cls.name: cls for cls in _REGISTRY.values()}
+    classes = {cls.name: cls for cls in REGISTRY.values()}
     return dict(sorted(classes.items()))
 
 
@@ -40,7 +40,7 @@ def reranker_resolver(query: Union[str, Reranker, type], **kwargs: Any) -> Reran
     if not isinstance(query, str):
         raise ValueError(f"reranker: expected a name, a Reranker class or instance, "
                          f"got {type(query).__name__}")
-    cls = _REGISTRY.get(normalize_name(query))
+    cls = REGISTRY.get(normalize_name(query))
     if cls is None:
         raise ValueError(f"reranker: unknown method {query!r}; choose from "
                          f"{list(available_rerankers())}")
