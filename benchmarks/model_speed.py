@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from benchmarks.common import mirrored, random_graph_batch, time_it
-from benchmarks.reference_losses import triplet_loss_reference
+from pillargraph.testing import triplet_loss_reference
 from pillargraph.losses import PillarLoss, triplet_loss
 from pillargraph.nn import PillarReranker
 

@@ -34,7 +34,7 @@ import torch
 
 import pillargraph.losses.pillar_loss as pillar_loss_module
 from benchmarks.common import time_it
-from benchmarks.reference_losses import triplet_loss_reference
+from pillargraph.testing import triplet_loss_reference
 from pillargraph.data.synthetic import synthetic_splits
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.nn import PillarReranker

@@ -1,6 +1,6 @@
 import pytest
 
-from .tiny import tiny_splits as _tiny_splits
+from .helpers.tiny import tiny_splits as _tiny_splits
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 
 from pillargraph.io import OutputError, atomic_write, atomic_write_text, ensure_writable_dir, read_npz
 
-from .faults import fail_with, good_npz, make_broken
+from .helpers.faults import fail_with, good_npz, make_broken
 
 KEYS = ("a", "b")
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.reference_losses import triplet_loss_reference
+from pillargraph.testing import triplet_loss_reference
 from pillargraph.losses import PillarLoss, alignment_loss, contrastive_loss, hinge_loss, triplet_loss
 
 

@@ -5,7 +5,7 @@ from pillargraph import SimilarityBundle, evaluate
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.rerank import rerank, select_fusion_weights, write_back
 
-from .tiny import tiny_builder, tiny_model
+from .helpers.tiny import tiny_builder, tiny_model
 
 
 def random_bundle(n=20, per=3, seed=0):

@@ -1,19 +1,6 @@
 import pytest
-import torch
 
-from pillargraph import SimilarityBundle
-
-
-def random_bundle(n=7, per=3, d=6, seed=0, dtype=torch.float64, intra=True, emb=True):
-    """Embeddings with structure: each caption is a noisy copy of its image."""
-    g = torch.Generator().manual_seed(seed)
-    img = torch.randn(n, d, generator=g, dtype=dtype)
-    txt2img = torch.arange(n).repeat_interleave(per)
-    txt = img[txt2img] + 0.8 * torch.randn(n * per, d, generator=g, dtype=dtype)
-    b = SimilarityBundle.from_embeddings(img, txt, txt2img, keep_embeddings=emb)
-    if not intra:
-        b = b.replace(sim_i2i=None, sim_t2t=None)
-    return b
+from ..helpers.bundles import random_bundle
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from joint_reference import joint_matrix, ranked_list
+from ..helpers.joint_reference import joint_matrix, ranked_list
 from pillargraph.baselines import KReciprocal, k_reciprocal
 
 

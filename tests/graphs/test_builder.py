@@ -7,18 +7,8 @@ from pillargraph import SimilarityBundle
 from pillargraph.graphs import (PillarGraphBuilder, QueryGraphDataset, from_hetero_batch,
                                 overlap_counts)
 
-from .reference import query_graph
-
-
-def random_bundle(n=12, per=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    m = n * per
-    t2i = torch.randperm(m, generator=g) % n  # shuffled layout, `per` captions each
-    # continuous random scores: no ties, so rankings are unambiguous
-    return SimilarityBundle(sim_i2t=torch.rand(n, m, generator=g, dtype=torch.float64),
-                            txt2img=t2i,
-                            sim_i2i=torch.rand(n, n, generator=g, dtype=torch.float64),
-                            sim_t2t=torch.rand(m, m, generator=g, dtype=torch.float64))
+from ..helpers.bundles import random_score_bundle as random_bundle
+from ..helpers.graph_reference import query_graph
 
 
 CONFIGS = [

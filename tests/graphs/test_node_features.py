@@ -8,7 +8,7 @@ from pillargraph import SimilarityBundle
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.graphs.node_features import check_node_features, num_node_features
 
-from .test_builder import random_bundle
+from ..helpers.bundles import random_score_bundle as random_bundle
 
 CFG = dict(num_pillars=4, k_i2t=6, k_t2i=4, overlap_neighbors=3)
 

@@ -9,7 +9,7 @@ from pillargraph import io
 from pillargraph.io import OutputError
 from pillargraph.train import CHECKPOINT_FORMAT, Trainer, load_checkpoint, model_from_checkpoint
 
-from ..tiny import tiny_builder, tiny_config, tiny_model
+from ..helpers.tiny import tiny_builder, tiny_config, tiny_model
 
 
 def checkpoint_state():

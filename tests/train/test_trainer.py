@@ -13,7 +13,7 @@ import torch
 from pillargraph.rerank import rerank
 from pillargraph.train import TrainConfig, Trainer, load_checkpoint, model_from_checkpoint
 
-from ..tiny import tiny_builder, tiny_config, tiny_model
+from ..helpers.tiny import tiny_builder, tiny_config, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,9 @@
-"""Per-query Python-loop losses, as the research prototype computes them.
+"""Reference implementations for tests and speed comparisons: per-query Python-loop losses, as the
+research prototype computes them.
 
-Reference implementations for tests and speed comparisons only (not package
-API): deliberately plain, one query at a time.
+Deliberately plain, one query at a time; not for training. It lives in the
+package so that the test suite and the benchmarks import it the same way
+(neither imports from the other's folder).
 """
 from __future__ import annotations
 
