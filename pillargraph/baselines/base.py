@@ -17,6 +17,7 @@ lays the result out as :obj:`[N, M]` again.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Iterable, Iterator, Optional, Sequence, Union
 
@@ -191,6 +192,12 @@ def tie_positions(values: Tensor) -> Tensor:
     return torch.searchsorted(neg, neg, right=True) - 1
 
 
+def _tied_neighbours(scores: Tensor, k: int) -> int:
+    """How many adjacent pairs of the rows' top-``k`` lists hold equal scores."""
+    top = chunked_topk(scores, k)[0]
+    return int((top[:, 1:] == top[:, :-1]).sum())
+
+
 def fill_unreached(scores: Tensor, reached: Tensor, base: Tensor) -> Tensor:
     """Rank the items a graph method never reached after the reached ones, in base order.
 
@@ -234,6 +241,12 @@ class Reranker:
             ``'gallery'`` (extra gallery items against the queries).
         needs_embeddings (bool): reads raw embeddings of both modalities.
         transductive (bool): a query's scores depend on the other test queries.
+        scale_invariant (bool): multiplying every score by ``c > 0`` leaves the
+            ranking unchanged. Methods without it (a temperature, a power of
+            the scores, a blend with a bounded score) assume cosine
+            similarities; :meth:`__call__` warns when the scores leave
+            ``[-1, 1]`` (counting the top-10 pairs the result ties that the
+            input told apart) and refuses a result that is not finite.
     """
 
     name: ClassVar[str] = ""
@@ -245,6 +258,7 @@ class Reranker:
     bank_sides: ClassVar[tuple[str, ...]] = ("query",)
     needs_embeddings: ClassVar[bool] = False
     transductive: ClassVar[bool] = False
+    scale_invariant: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -373,8 +387,26 @@ class Reranker:
             if scores.shape != view.sim.shape:
                 raise RuntimeError(f"{type(self).__name__}.rerank returned shape "
                                    f"{tuple(scores.shape)}, expected {tuple(view.sim.shape)}")
+            self._check_scale(view, scores)
             out[view.direction] = scores if view.direction == "i2t" else scores.T
         return out
+
+    def _check_scale(self, view: RetrievalView, scores: Tensor) -> None:
+        """Refuse a non-finite result; warn when a method that is not scale invariant gets scores
+        outside ``[-1, 1]`` (saying how many top-10 pairs the result ties that the input told apart)."""
+        top = float(view.sim.abs().max())
+        note = (f"{self.name} ({view.direction}) depends on the scale of the scores and its defaults "
+                f"assume cosine similarities in [-1, 1], but these reach {top:.3g}: rescale them "
+                f"(e.g. L2-normalise the embeddings) or tune its parameters")
+        if not bool(torch.isfinite(scores).all()):
+            raise ValueError(f"{self.name} ({view.direction}): the re-scored matrix is not finite; {note}")
+        if self.scale_invariant or top <= 1 + 1e-3:
+            return
+        k = min(11, view.num_gallery)
+        lost = _tied_neighbours(scores, k) - _tied_neighbours(view.sim, k)
+        if lost > 0:
+            note += f"; the result ties {lost} more adjacent top-{k - 1} pairs than the input"
+        warnings.warn(note, stacklevel=3)
 
     def rerank(self, view: RetrievalView) -> Tensor:
         """Re-score one direction.

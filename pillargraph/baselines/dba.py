@@ -58,6 +58,11 @@ class DBA(Reranker):
         self.weighting = weighting
         self.alpha = float(alpha)
 
+    @property
+    def scale_invariant(self) -> bool:  # type: ignore[override]
+        """Rank and uniform weights are; ``'alpha'`` weights (a power of the scores) are not."""
+        return self.weighting != "alpha"
+
     def neighbour_weights(self, gallery_intra: Tensor, chunk_size: Any = None) -> tuple[Tensor, Tensor]:
         """Each gallery item's neighbours and their weights, both :obj:`[G, k]`."""
         k = min(self.k, gallery_intra.shape[0] - 1)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
-from .base import Reranker, RetrievalView, chunk_ranges, chunked_topk, fill_unreached
+from .base import Reranker, RetrievalView, chunk_ranges, fill_unreached, topk_without_boundary_ties
 
 __all__ = ["Diffusion", "diffusion", "batched_cg"]
 
@@ -83,6 +83,7 @@ class Diffusion(Reranker):
     """
 
     name = "diffusion"
+    scale_invariant = True
     needs_intra = True
     intra_sides = ("gallery",)
 
@@ -101,17 +102,23 @@ class Diffusion(Reranker):
         self.maxiter, self.tol = maxiter, float(tol)
 
     def graph(self, gallery_intra: Tensor, chunk_size: Any = None) -> Tensor:
-        r"""The normalised mutual kNN affinity :math:`W` as a sparse :obj:`[G, G]` COO tensor."""
+        r"""The normalised mutual kNN affinity :math:`W` as a sparse :obj:`[G, G]` COO tensor.
+
+        Neighbours tied with the first one left out are left out too (index
+        order never picks among them), and affinities are computed on scores
+        divided by their maximum, which leaves :math:`W` unchanged and keeps
+        the power from overflowing on large scores.
+        """
         g = gallery_intra.shape[0]
         k = min(self.k, g - 1)
-        val, idx = chunked_topk(gallery_intra, k, chunk_size, exclude_self=True)
+        val, idx, kept = topk_without_boundary_ties(gallery_intra, k, chunk_size, exclude_self=True)
         mutual = torch.zeros_like(idx, dtype=torch.bool)
         for a, b in chunk_ranges(g, max(1, (1 << 24) // max(k * k, 1))):
             me = torch.arange(a, b, device=idx.device)[:, None, None]
-            mutual[a:b] = (idx[idx[a:b]] == me).any(dim=2)
+            mutual[a:b] = ((idx[idx[a:b]] == me) & kept[idx[a:b]]).any(dim=2)
         rows = torch.arange(g, device=idx.device)[:, None].expand_as(idx)
-        w = val.clamp_min(0).pow(self.gamma)
-        keep = mutual & (w > 0)
+        w = _powered(val, self.gamma, val.max())
+        keep = mutual & kept & (w > 0)
         ind = torch.stack([rows[keep], idx[keep]])
         a = torch.sparse_coo_tensor(ind, w[keep], (g, g), check_invariants=False)
         a = ((a + a.t()) / 2).coalesce()  # symmetric even if the intra matrix is not quite
@@ -135,12 +142,18 @@ class Diffusion(Reranker):
 
         out = torch.empty_like(s)
         for a, b in chunk_ranges(q, view.chunk(6 * g)):
-            val, idx = s[a:b].topk(kq, dim=1)
-            y = torch.zeros(b - a, g, dtype=s.dtype, device=s.device)
-            y.scatter_(1, idx, val.clamp_min(0).pow(self.gamma))
+            val, idx, kept = topk_without_boundary_ties(s[a:b], kq)
+            seed = _powered(val, self.gamma, val.max(dim=1, keepdim=True).values) * kept
+            y = torch.zeros(b - a, g, dtype=s.dtype, device=s.device).scatter_(1, idx, seed)
             f = batched_cg(matvec, y.T.contiguous(), self.maxiter, self.tol).T
             out[a:b] = fill_unreached(f, f != 0, s[a:b])
         return out
+
+
+def _powered(val: Tensor, gamma: float, unit: Tensor) -> Tensor:
+    """``max(val / unit, 0) ** gamma``: the affinity up to one positive factor, which the
+    normalisation (graph) or the linear solve (seeds) cancels; never overflows."""
+    return (val / unit.clamp_min(torch.finfo(val.dtype).tiny)).clamp_min(0).pow(gamma)
 
 
 def diffusion(bundle: SimilarityBundle, alpha: float = 0.99, gamma: float = 3.0, k: int = 50,

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
-from .base import Reranker, RetrievalView, chunk_ranges, fill_unreached
-from .joint import RowSlicer, joint_size, joint_topk, row_inner_products, sparse_matmul, sparse_rows
+from .base import Reranker, RetrievalView, chunk_ranges, fill_unreached, tie_positions
+from .joint import RowSlicer, cut_lists, joint_size, joint_topk, row_inner_products, sparse_matmul, sparse_rows
 
 __all__ = ["ECN", "ecn"]
 
@@ -53,6 +53,7 @@ class ECN(Reranker):
     """
 
     name = "ecn"
+    scale_invariant = True
     aliases = ("expanded_cross_neighborhood",)
     needs_intra = True
     intra_sides = ("query", "gallery")
@@ -69,12 +70,15 @@ class ECN(Reranker):
         nq, ng = s.shape
         n = joint_size(view)
         kmax = min(max(self.k, self.t + 1, self.q + 1), n)
-        _, idx = joint_topk(view, kmax, view.chunk_size)
+        vals, idx = joint_topk(view, kmax, view.chunk_size, drop_ties=True)
         kk = min(self.k, kmax)
-        weight = (self.k - torch.arange(kk, device=s.device)).to(s.dtype).expand(n, kk)
-        feat = sparse_rows(idx[:, :kk], weight, n)                        # [T, T], k per row
-        first = idx[:, 1:min(self.t, kmax - 1) + 1]
-        second = idx[first][:, :, 1:min(self.q, kmax - 1) + 1].reshape(n, -1)
+        head = vals.clone()
+        head[:, 0] = float("inf")
+        weight = (self.k - tie_positions(head[:, :kk])).to(s.dtype)      # tied entries: equal weight
+        feat = sparse_rows(cut_lists(idx, vals, kk), weight, n)          # [T, T], k per row
+        first = cut_lists(idx, vals, min(self.t, kmax - 1) + 1)[:, 1:]
+        lists = cut_lists(idx, vals, min(self.q, kmax - 1) + 1)[:, 1:]
+        second = torch.where(first[..., None] >= 0, lists[first.clamp_min(0)], -1).reshape(n, -1)
         expanded = torch.cat([first, second], dim=1)                       # [T, M]
         m = expanded.shape[1]
         if m == 0:

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from .base import Reranker, RetrievalView
-from .joint import RowSlicer, joint_size, joint_topk, row_inner_products, sparse_matmul, sparse_rows
+from .joint import RowSlicer, cut_lists, joint_size, joint_topk, row_inner_products, sparse_matmul, sparse_rows
 
 __all__ = ["GNNRerank", "gnn_rerank"]
 
@@ -79,9 +79,12 @@ class GNNRerank(Reranker):
         n = joint_size(view)
         k1 = min(self.k1, n)
         k2 = min(self.k2, k1)
-        val, idx = joint_topk(view, k1, view.chunk_size)
+        val, idx = joint_topk(view, k1, view.chunk_size, drop_ties=True)
         a = sparse_rows(idx, torch.ones_like(val), n)
-        prop = sparse_rows(idx[:, :k2], val[:, :k2] ** 2, n)
+        # rows of prop are normalised after each product, so each may be scaled freely: relative
+        # weights keep the square from overflowing on large scores
+        top = val[:, :k2].abs().max(dim=1, keepdim=True).values.clamp_min(torch.finfo(val.dtype).tiny)
+        prop = sparse_rows(cut_lists(idx, val, k2), (val[:, :k2] / top) ** 2, n)
         for _ in range(self.layers):
             a = (a + a.t()).coalesce()
             a = _l2_normalize_rows(sparse_matmul(prop, a))

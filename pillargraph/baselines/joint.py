@@ -19,7 +19,8 @@ from torch import Tensor
 
 from .base import RetrievalView, chunk_ranges, resolve_chunk_size
 
-__all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "sparse_rows", "sparse_matmul", "RowSlicer", "row_inner_products"]
+__all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "cut_lists", "sparse_rows", "sparse_matmul",
+           "RowSlicer", "row_inner_products"]
 
 
 def joint_size(view: RetrievalView) -> int:
@@ -55,8 +56,17 @@ def joint_values(view: RetrievalView, rows: Tensor, cols: Tensor) -> Tensor:
     return out
 
 
-def joint_topk(view: RetrievalView, k: int, chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
+def joint_topk(view: RetrievalView, k: int, chunk_size: Optional[int] = None,
+               drop_ties: bool = False) -> tuple[Tensor, Tensor]:
     """Each joint item's top-``k`` list, the item itself always first.
+
+    Args:
+        view: the direction's matrices.
+        k: list length, ``1 <= k <= T``.
+        chunk_size: rows per block (default: from the memory budget).
+        drop_ties: mark the entries tied with the first one left out of a list
+            as ``-1`` (padding that :func:`sparse_rows` skips), so that index
+            order never decides who makes the list.
 
     Returns:
         ``(values, indices)``, each :obj:`[T, k]`; ``values[:, 0]`` is the
@@ -65,6 +75,7 @@ def joint_topk(view: RetrievalView, k: int, chunk_size: Optional[int] = None) ->
     t = joint_size(view)
     if not 1 <= k <= t:
         raise ValueError(f"k: expected 1..{t} (queries + gallery items), got {k}")
+    extra = int(drop_ties and k < t)
     vals = view.sim.new_empty((t, k))
     idx = torch.empty((t, k), dtype=torch.long, device=view.sim.device)
     step = resolve_chunk_size(chunk_size, t, 2 * t)
@@ -73,9 +84,22 @@ def joint_topk(view: RetrievalView, k: int, chunk_size: Optional[int] = None) ->
         ar = torch.arange(b - a, device=rows.device)
         diag = rows[ar, ar + a].clone()
         rows[ar, ar + a] = float("inf")  # the item itself heads its own list
-        vals[a:b], idx[a:b] = rows.topk(k, dim=1)
+        v, i = rows.topk(k + extra, dim=1)
+        if extra:
+            i = torch.where(v[:, :k] > v[:, k:], i[:, :k], -1)
+        vals[a:b], idx[a:b] = v[:, :k], i[:, :k]
         vals[a:b, 0] = diag
     return vals, idx
+
+
+def cut_lists(idx: Tensor, vals: Tensor, m: int) -> Tensor:
+    """The first ``m`` entries of :func:`joint_topk` lists, ``-1`` where an entry ties with the first
+    one past the cut (index order must not pick among them); the item itself always stays."""
+    if m >= idx.shape[1]:
+        return idx[:, :m]
+    v = vals.clone()
+    v[:, 0] = float("inf")
+    return torch.where(v[:, :m] > v[:, m:m + 1], idx[:, :m], -1)
 
 
 def sparse_rows(idx: Tensor, values: Tensor, num_cols: int) -> Tensor:

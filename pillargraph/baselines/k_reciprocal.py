@@ -8,19 +8,18 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from .base import Reranker, RetrievalView, chunk_ranges, resolve_chunk_size
-from .joint import joint_size, joint_topk, joint_values, sparse_matmul, sparse_rows
+from .joint import cut_lists, joint_size, joint_topk, joint_values, sparse_matmul, sparse_rows
 
 __all__ = ["KReciprocal", "k_reciprocal"]
 
 
-def _reciprocal(idx: Tensor, k: int) -> Tensor:
-    """``mask[i, p]``: item ``idx[i, p]`` (p <= k) has ``i`` among its own top ``k + 1``."""
-    n = idx.shape[0]
-    fwd = idx[:, :k + 1]
+def _reciprocal(fwd: Tensor) -> Tensor:
+    """``mask[i, p]``: item ``fwd[i, p]`` has ``i`` in its own list ``fwd[fwd[i, p]]`` (``-1``: padding)."""
+    n, width = fwd.shape
     out = torch.empty_like(fwd, dtype=torch.bool)
-    for a, b in chunk_ranges(n, max(1, (1 << 24) // (k + 1) ** 2)):
-        me = torch.arange(a, b, device=idx.device)[:, None, None]
-        out[a:b] = (fwd[fwd[a:b]] == me).any(dim=2)
+    for a, b in chunk_ranges(n, max(1, (1 << 24) // width ** 2)):
+        me = torch.arange(a, b, device=fwd.device)[:, None, None]
+        out[a:b] = (fwd[fwd[a:b].clamp_min(0)] == me).any(dim=2) & (fwd[a:b] >= 0)
     return out
 
 
@@ -93,17 +92,16 @@ class KReciprocal(Reranker):
         n = joint_size(view)
         k1 = min(self.k1, n - 1)
         kh = min(round(self.k1 / 2), n - 1)
-        _, idx = joint_topk(view, k1 + 1, view.chunk_size)
+        vals, idx = joint_topk(view, k1 + 1, view.chunk_size, drop_ties=True)
         scale = (2 - 2 * _row_joint_min(view)).clamp_min(torch.finfo(s.dtype).tiny)
-        rec = _reciprocal(idx, k1)                                  # [T, k1+1]
-        rec_h = _reciprocal(idx, kh)                                # [T, kh+1]
-        fwd, fwd_h = idx[:, :k1 + 1], idx[:, :kh + 1]
+        fwd, fwd_h = idx, cut_lists(idx, vals, kh + 1)              # -1: tied at a cut, left out
+        rec, rec_h = _reciprocal(fwd), _reciprocal(fwd_h)           # [T, k1+1], [T, kh+1]
         members = torch.where(rec, fwd, -1)                         # R(i, k1), padded
         parts = [members]
         step = max(1, (1 << 24) // ((k1 + 1) ** 2 * (kh + 1)))
         expand = torch.empty(n, k1 + 1, kh + 1, dtype=torch.long, device=s.device)
         for a, b in chunk_ranges(n, step):
-            cand = fwd[a:b]                                         # [C, k1+1]
+            cand = fwd[a:b].clamp_min(0)                            # [C, k1+1] (padding: rec False)
             cset = fwd_h[cand]                                      # [C, k1+1, kh+1]
             cmask = rec_h[cand]
             inside = (cset[..., None] == members[a:b, None, None, :]).any(-1) & cmask
@@ -121,8 +119,9 @@ class KReciprocal(Reranker):
                                     check_invariants=False).coalesce()
         k2 = min(self.k2, k1 + 1)
         if k2 > 1:
-            mean = sparse_rows(idx[:, :k2], torch.full((n, k2), 1.0 / k2, dtype=s.dtype,
-                                                       device=s.device), n)
+            near = cut_lists(idx, vals, k2)
+            count = (near >= 0).sum(dim=1, keepdim=True).to(s.dtype)
+            mean = sparse_rows(near, (1.0 / count).expand(n, k2), n)
             v = sparse_matmul(mean, v)
         return v, scale
 

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from ._chunks import check_scores
-from .base import Reranker, RetrievalView, chunk_ranges, chunked_topk, resolve_chunk_size
+from .base import (Reranker, RetrievalView, chunk_ranges, resolve_chunk_size, tie_positions,
+                   topk_without_boundary_ties)
 
 __all__ = ["KRNN", "krnn", "krnn_scores", "reverse_ranks"]
 
@@ -21,8 +22,8 @@ def reverse_ranks(sim: Tensor, candidates: Tensor, chunk_size: Optional[int] = N
     r"""Where each query stands in the reverse ranking of each of its candidates.
 
     The reverse ranking of gallery item :math:`g` orders all queries by
-    :math:`s(\cdot, g)`, best first; ties keep the lower query index first (a
-    stable sort).
+    :math:`s(\cdot, g)`, best first. Tied queries share the worst position of
+    their group (pessimistic), so a query's index never decides its rank.
 
     Args:
         sim (Tensor): :obj:`[Q, G]` scores, queries along the rows.
@@ -32,7 +33,8 @@ def reverse_ranks(sim: Tensor, candidates: Tensor, chunk_size: Optional[int] = N
 
     Returns:
         :obj:`[Q, K]` long, the 0-based position of query ``q`` in the
-        reverse ranking of ``candidates[q, j]``.
+        reverse ranking of ``candidates[q, j]``: the number of other queries
+        scoring ``candidates[q, j]`` at least as high.
     """
     q, g = sim.shape
     k = candidates.shape[1]
@@ -43,16 +45,16 @@ def reverse_ranks(sim: Tensor, candidates: Tensor, chunk_size: Optional[int] = N
     g_sorted = flat_g[by_g]
     out = torch.empty_like(flat_g)
     step = resolve_chunk_size(chunk_size, g, 4 * q)
-    rows = torch.arange(q, device=sim.device)
     for a, b in chunk_ranges(g, step):
         lo = int(torch.searchsorted(g_sorted, a))
         hi = int(torch.searchsorted(g_sorted, b))
         if lo == hi:
             continue
-        order = torch.sort(sim[:, a:b], dim=0, descending=True, stable=True).indices
-        pos = torch.empty_like(order).scatter_(0, order, rows[:, None].expand_as(order))
+        cols = sim[:, a:b].T.contiguous()                        # [B, Q], one row per gallery item
+        ascending = torch.sort(cols, dim=1).values
+        below = torch.searchsorted(ascending, cols)              # queries scoring strictly lower
         idx = by_g[lo:hi]
-        out[idx] = pos[flat_q[idx], flat_g[idx] - a]
+        out[idx] = (q - 1 - below)[flat_g[idx] - a, flat_q[idx]]
     return out.view(q, k)
 
 
@@ -62,17 +64,19 @@ def krnn_scores(sim: Tensor, k1: int, chunk_size: Optional[int] = None) -> Tenso
     For query :math:`q` with candidates :math:`g_1, \dots, g_{K_1}` (its
     top-:math:`K_1` by score), the new order sorts them by
     :math:`r(q \mid g_j)`, the position of :math:`q` in :math:`g_j`'s own
-    ranking of all queries; ties keep the original order. Items outside the
-    top-:math:`K_1` keep their scores and order.
+    ranking of all queries (see :func:`reverse_ranks`); ties keep the
+    original order. Items outside the top-:math:`K_1` keep their scores.
 
-    Since KRNN is a rank-level method, the returned scores encode the new
-    order: with :math:`s_{(K_1)}` the query's :math:`K_1`-th best score, the
-    candidate at new position :math:`p = 0, \dots, K_1 - 1` scores
+    The work is done in rank space, so the result does not depend on the scale
+    of the scores: the candidate at new position :math:`p` takes the
+    :math:`p`-th best of the candidates' own scores, so the candidates stay
+    above every other item and a score multiplied by :math:`c > 0` gives the
+    same ranking.
 
-    .. math::
-        s'(q, g) = s_{(K_1)} + (K_1 - p),
-
-    strictly above every other item, whose score is at most :math:`s_{(K_1)}`.
+    Ties never follow index order: candidates tied with the best item left out
+    of the top-:math:`K_1` are left out too; tied reverse ranks are
+    pessimistic; and candidates equal in both reverse rank and score keep
+    equal scores. On all-equal scores the result is all-equal.
 
     Args:
         sim (Tensor): :obj:`[Q, G]` scores, queries along the rows.
@@ -87,13 +91,15 @@ def krnn_scores(sim: Tensor, k1: int, chunk_size: Optional[int] = None) -> Tenso
     q, g = sim.shape
     if isinstance(k1, bool) or not isinstance(k1, int) or not 1 <= k1 <= g:
         raise ValueError(f"k1: expected an int in [1, {g}] (the gallery size), got {k1!r}")
-    _, cand = chunked_topk(sim, k1, chunk_size)
+    vals, cand, keep = topk_without_boundary_ties(sim, k1, chunk_size)
     rev = reverse_ranks(sim, cand, chunk_size)
-    key = rev * k1 + torch.arange(k1, device=sim.device)  # stable: ties keep the forward order
-    new_cand = cand.gather(1, torch.argsort(key, dim=1))
-    floor = sim.gather(1, cand[:, -1:])
-    steps = torch.arange(k1, 0, -1, device=sim.device, dtype=sim.dtype)
-    return sim.clone().scatter_(1, new_cand, floor + steps)
+    key = rev * (k1 + 1) + tie_positions(vals)          # reverse rank first, then base score
+    key = torch.where(keep, key, torch.iinfo(key.dtype).max)
+    key, order = torch.sort(key, dim=1, stable=True)
+    last_of_group = torch.searchsorted(key, key, right=True) - 1
+    out = sim.clone()
+    new_cand, new_vals = cand.gather(1, order), vals.gather(1, last_of_group)
+    return out.scatter_(1, new_cand, torch.where(keep, new_vals, vals))
 
 
 class KRNN(Reranker):
@@ -113,6 +119,7 @@ class KRNN(Reranker):
     """
 
     name = "krnn"
+    scale_invariant = True
     aliases = ("mtfn_rr",)
     transductive = True
 

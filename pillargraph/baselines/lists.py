@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..data.neighbors import NeighborLists
+from .base import tie_positions
 
 __all__ = ["krnn_lists", "reverse_ranks_from_lists", "LIST_METHODS"]
 
@@ -26,32 +27,44 @@ _CHUNK = 8192  # queries per reverse-rank block
 
 
 def reverse_ranks_from_lists(lists: NeighborLists, direction: str, k1: int) -> Tuple[Tensor, Tensor]:
-    """``(candidates, reverse ranks)``: each query's top-``k1`` candidates and the 0-based position of
-    the query in each candidate's own list (the transposed kind), capped at that list's depth."""
+    """``(candidates, reverse ranks)``: each query's top-``k1`` candidates and the query's 0-based
+    position in each candidate's own list (the transposed kind), capped at that list's depth.
+
+    Positions are pessimistic: a query tied with others in a candidate's list
+    takes the last position of the tied group, so list order never breaks ties.
+    """
     other = "t2i" if direction == "i2t" else "i2t"
     index, _ = lists.lists(direction)
-    back, _ = lists.lists(other)
+    back, back_score = lists.lists(other)
     if not 1 <= k1 <= index.shape[1]:
         raise ValueError(f"k1_{direction}: expected 1..{index.shape[1]} (the depth of the {direction} lists), "
                          f"got {k1}")
+    back_pos = tie_positions(back_score)
     cand = index[:, :k1]
     pos = torch.empty_like(cand)
     for a in range(0, cand.shape[0], _CHUNK):
         c = cand[a:a + _CHUNK]
         queries = torch.arange(a, a + c.shape[0], device=c.device)
         hit = back[c] == queries[:, None, None]                   # [chunk, k1, depth]
-        pos[a:a + _CHUNK] = torch.where(hit.any(-1), hit.int().argmax(-1), back.shape[1])
+        at = back_pos[c].gather(-1, hit.int().argmax(-1, keepdim=True)).squeeze(-1)
+        pos[a:a + _CHUNK] = torch.where(hit.any(-1), at, back.shape[1])
     return cand, pos
 
 
-def _resort(lists: NeighborLists, direction: str, cand: Tensor, key: Tensor) -> Tuple[Tensor, Tensor]:
-    """Re-sort each row's first ``k1`` entries by ``key`` (ascending; ties keep list order, which only
-    follows index order among equal scores, and those keep equal scores)."""
+def _resort(lists: NeighborLists, direction: str, cand: Tensor, rev: Tensor) -> Tuple[Tensor, Tensor]:
+    """Re-sort each row's first ``k1`` entries by reverse rank, then base score; the prefix keeps its
+    sorted base scores in the new order, candidates equal in both sharing the lower score. Entries tied
+    with the first one past the prefix stay where they are (list order must not pick among them)."""
     index, score = (t.clone() for t in lists.lists(direction))
     k1 = cand.shape[1]
-    order = torch.sort(key, dim=1, stable=True).indices
+    vals = score[:, :k1]
+    keep = vals > score[:, k1:k1 + 1] if score.shape[1] > k1 else torch.ones_like(vals, dtype=torch.bool)
+    key = torch.where(keep, rev * (k1 + 1) + tie_positions(vals), torch.iinfo(rev.dtype).max)
+    key, order = torch.sort(key, dim=1, stable=True)
+    last_of_group = torch.searchsorted(key, key, right=True) - 1
     index[:, :k1] = cand.gather(1, order)
-    return index, score  # the prefix keeps its sorted base scores, now in the new order
+    score[:, :k1] = torch.where(keep, vals.gather(1, last_of_group), vals)
+    return index, score
 
 
 def krnn_lists(lists: NeighborLists, k1_i2t: int = 15, k1_t2i: int = 20) -> NeighborLists:

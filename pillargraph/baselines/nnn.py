@@ -79,6 +79,7 @@ class NNN(Reranker):
     """
 
     name = "nnn"
+    scale_invariant = True
     aliases = ("nearest_neighbor_normalization",)
     needs_bank = True
     bank_sides = ("query",)

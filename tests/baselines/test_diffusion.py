@@ -23,7 +23,7 @@ def reference_diffusion(sim, sgg, alpha, gamma, k, kq):
     for i in range(q):
         y = np.zeros(g)
         for j in sorted(range(g), key=lambda t: -sim[i, t])[:kq]:
-            y[j] = max(sim[i, j], 0) ** gamma
+            y[j] = max(sim[i, j] / sim[i].max(), 0) ** gamma  # seeds relative to the best (scale-free)
         f = np.linalg.solve(np.eye(g) - alpha * w, y)
         # reached: connected to a seed through positive-weight edges
         seen = {j for j in range(g) if y[j] > 0}
