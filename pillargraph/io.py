@@ -37,7 +37,7 @@ def _output_error(err: OSError, path: Path) -> OutputError:
     """``err`` re-told for ``path``; a file standing where a folder should be is named."""
     reason = err.strerror or str(err)
     if isinstance(err, (FileExistsError, NotADirectoryError)):
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             reason = f"{blocker} is a file, not a folder"
     return OutputError(err.errno, reason, str(path))

@@ -15,6 +15,8 @@ from pathlib import Path
 from ..bundle import SimilarityBundle
 from ..data.files import load_embeddings, npz_format
 from ..data.neighbors import BACKENDS, NeighborLists, faiss_available
+from ..device import resolve_device
+from ..io import ensure_writable_dir
 from . import CLIError
 
 __all__ = ["add_parser", "run"]
@@ -28,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} exists; pass --force to replace it")
     if args.k < 1:
         raise CLIError(f"--k: must be positive, got {args.k}")
+    device = resolve_device(args.device)
+    ensure_writable_dir(out.parent)  # before the search, not after it
     progress = not args.quiet and sys.stderr.isatty() or args.progress
     t0 = time.perf_counter()
     if npz_format(args.input) == "embeddings":
@@ -35,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
         lists = NeighborLists.from_embeddings(
             arrays["img_emb"], arrays["txt_emb"], arrays["txt2img"], args.k,
             arrays.get("img_intra_emb"), arrays.get("txt_intra_emb"), keep_embeddings=not args.no_embeddings,
-            chunk_size=args.chunk_size, backend=args.backend, device=args.device, progress=progress)
+            chunk_size=args.chunk_size, backend=args.backend, device=device, progress=progress)
         source = "embeddings"
     else:
         if args.backend == "faiss":
             raise CLIError("--backend faiss: searches embeddings; a dense bundle is ranked with torch")
         lists = NeighborLists.from_bundle(SimilarityBundle.load(args.input), args.k,
-                                          chunk_size=args.chunk_size, device=args.device)
+                                          chunk_size=args.chunk_size, device=device)
         source = "dense bundle"
     lists.save(out)
     backend = args.backend if args.backend != "auto" else ("faiss" if faiss_available() else "torch")
