@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .io import atomic_write, read_npz
 
-__all__ = ["SimilarityBundle", "ArrayLike"]
+__all__ = ["SimilarityBundle", "ArrayLike", "as_tensor"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -20,7 +20,13 @@ _FLOAT_FIELDS = ("sim_i2t", "sim_i2i", "sim_t2t", "img_emb", "txt_emb", "sim_t2i
 _FIELD_NAMES = ("sim_i2t", "txt2img", "sim_i2i", "sim_t2t", "img_emb", "txt_emb", "sim_t2i")
 
 
-def _as_tensor(value: Any, name: str) -> Tensor:
+def as_tensor(value: Any, name: str) -> Tensor:
+    """``value`` (a tensor, NumPy array or nested list) as a :class:`torch.Tensor`, without a copy when
+    it already is one.
+
+    Raises:
+        ValueError: it cannot be converted; the message names the field ``name``.
+    """
     if isinstance(value, Tensor):
         return value
     try:
@@ -90,7 +96,7 @@ class SimilarityBundle:
             if name == "txt2img" and value is None:
                 raise ValueError("txt2img: is required")
             if value is not None:
-                object.__setattr__(self, name, _as_tensor(value, name))
+                object.__setattr__(self, name, as_tensor(value, name))
         s = self.sim_i2t
         if s.dim() != 2:
             raise ValueError(f"sim_i2t: expected shape (N x M), got {tuple(s.shape)}")
@@ -175,8 +181,8 @@ class SimilarityBundle:
             txt2img: :obj:`[M]` image index of each caption.
             keep_embeddings: also store the embeddings in the bundle (default: True).
         """
-        img = _as_tensor(img_emb, "img_emb")
-        txt = _as_tensor(txt_emb, "txt_emb")
+        img = as_tensor(img_emb, "img_emb")
+        txt = as_tensor(txt_emb, "txt_emb")
         for t, name in ((img, "img_emb"), (txt, "txt_emb")):
             _check_float(t, name, (None, None))
         if img.shape[1] != txt.shape[1]:
@@ -237,7 +243,7 @@ class SimilarityBundle:
         Images keep the given order; captions keep their original order and
         ``txt2img`` is re-indexed into the subset.
         """
-        images = _as_tensor(images, "images").long().to(self.device)
+        images = as_tensor(images, "images").long().to(self.device)
         if images.dim() != 1 or images.numel() == 0:
             raise ValueError("images: expected a non-empty 1-D index")
         if int(images.min()) < 0 or int(images.max()) >= self.num_images:

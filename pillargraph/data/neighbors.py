@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..bundle import SimilarityBundle, _as_tensor
+from ..bundle import SimilarityBundle, as_tensor as _as_tensor
 from ..io import atomic_write, read_npz
 from .source import KINDS, check_kind
 
