@@ -34,7 +34,8 @@ install-docs: $(VENV)/.installed-docs
 demo: install
 	$(BIN)/pillargraph demo
 
-test: install
+# the docs extra too, so that tests/test_docs.py runs instead of skipping without Sphinx
+test: install-docs
 	$(BIN)/python -m pytest -q
 
 docs: install-docs
