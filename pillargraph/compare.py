@@ -189,61 +189,70 @@ def compare(bundle: SimilarityBundle, methods: Optional[Sequence[Union[str, Rera
         raise ValueError(f"bundle: expected a SimilarityBundle, got {type(bundle).__name__}")
     if bank is not None and not isinstance(bank, QueryBank):
         raise ValueError(f"bank: expected a QueryBank or None, got {type(bank).__name__}")
+    rerankers = _resolve_methods(methods, params)
+    base = evaluate(bundle)
+    rows = [_method_row(m, bundle, bank, base, device, chunk_size) for m in rerankers]
+    rows += [_extra_row(label, scores, bundle, base, (extra_needs or {}).get(label, {}))
+             for label, scores in (extra or {}).items()]
+    return ComparisonReport(base=base, rows=rows, config=_config(bundle, bank, rows, device, chunk_size))
+
+
+def _resolve_methods(methods: Optional[Sequence[Union[str, Reranker, type]]],
+                     params: Optional[Mapping[str, Mapping[str, Any]]]) -> List[Reranker]:
+    """The re-rankers asked for (default: all), with parameter overrides for those named."""
     params = dict(params or {})
     queries = list(available_rerankers()) if methods is None else list(methods)
-    rerankers: List[Reranker] = []
-    used_params = set()
-    for q in queries:
-        key = q if isinstance(q, str) else None
-        kw = dict(params.get(key, {})) if key is not None else {}
-        if key is not None and key in params:
-            used_params.add(key)
-        rerankers.append(get_reranker(q, **kw))
-    unused = sorted(set(params) - used_params)
+    named = {q for q in queries if isinstance(q, str)}
+    unused = sorted(set(params) - named)
     if unused:
         raise ValueError(f"params: no method given by the name(s) {unused}")
+    return [get_reranker(q, **dict(params.get(q, {})) if isinstance(q, str) else {}) for q in queries]
 
-    base = evaluate(bundle)
-    rows: List[ComparisonRow] = []
-    for m in rerankers:
-        needs = {f: m.needs()[f] for f in _FLAGS}
-        row = ComparisonRow(method=m.name, status="ok", params=m.params(), needs=needs)
-        reason = _missing_inputs(m, bundle, bank)
-        if reason is not None:
-            row.status, row.reason = "skipped", reason
-            rows.append(row)
-            continue
-        try:
-            t0 = time.perf_counter()
-            scores = m(bundle, bank=bank, device=device, chunk_size=chunk_size)
-            if any(s.is_cuda for s in scores.values()):
-                torch.cuda.synchronize()
-            row.seconds = time.perf_counter() - t0
-        except (ValueError, torch.cuda.OutOfMemoryError) as err:
-            row.status, row.reason = "failed", f"{type(err).__name__}: {err}"
-            rows.append(row)
-            continue
-        row.metrics = evaluate_rescored(scores, bundle)
-        del scores
-        row.delta = {k: row.metrics[k] - base[k] for k in _RECALLS + ("rsum",)}
-        rows.append(row)
 
-    for label, scores in (extra or {}).items():
-        unknown = sorted(set(scores) - set(DIRECTIONS))
-        if unknown:
-            raise ValueError(f"extra[{label!r}]: unknown direction key(s) {unknown}")
-        for d, s in scores.items():
-            if tuple(s.shape) != tuple(bundle.sim_i2t.shape):
-                raise ValueError(f"extra[{label!r}][{d!r}]: expected shape "
-                                 f"{tuple(bundle.sim_i2t.shape)}, got {tuple(s.shape)}")
-        flags = dict((extra_needs or {}).get(label, {}))
-        row = ComparisonRow(method=label, status="ok", needs={f: flags.get(f) for f in _FLAGS})
-        row.metrics = evaluate_rescored(dict(scores), bundle)
-        row.delta = {k: row.metrics[k] - base[k] for k in _RECALLS + ("rsum",)}
-        rows.append(row)
+def _method_row(m: Reranker, bundle: SimilarityBundle, bank: Optional[QueryBank], base: Dict[str, float],
+                device: Union[str, torch.device, None], chunk_size: Optional[int]) -> ComparisonRow:
+    """Run one re-ranker (or say why it was skipped or failed) and score it against ``base``."""
+    row = ComparisonRow(method=m.name, status="ok", params=m.params(),
+                        needs={f: m.needs()[f] for f in _FLAGS})
+    reason = _missing_inputs(m, bundle, bank)
+    if reason is not None:
+        row.status, row.reason = "skipped", reason
+        return row
+    try:
+        t0 = time.perf_counter()
+        scores = m(bundle, bank=bank, device=device, chunk_size=chunk_size)
+        if any(s.is_cuda for s in scores.values()):
+            torch.cuda.synchronize()
+        row.seconds = time.perf_counter() - t0
+    except (ValueError, torch.cuda.OutOfMemoryError) as err:
+        row.status, row.reason = "failed", f"{type(err).__name__}: {err}"
+        return row
+    row.metrics = evaluate_rescored(scores, bundle)
+    row.delta = {k: row.metrics[k] - base[k] for k in _RECALLS + ("rsum",)}
+    return row
 
+
+def _extra_row(label: str, scores: Mapping[str, Tensor], bundle: SimilarityBundle, base: Dict[str, float],
+               flags: Mapping[str, bool]) -> ComparisonRow:
+    """A row for results computed elsewhere (e.g. the learned re-ranker), checked and scored."""
+    unknown = sorted(set(scores) - set(DIRECTIONS))
+    if unknown:
+        raise ValueError(f"extra[{label!r}]: unknown direction key(s) {unknown}")
+    for d, s in scores.items():
+        if tuple(s.shape) != tuple(bundle.sim_i2t.shape):
+            raise ValueError(f"extra[{label!r}][{d!r}]: expected shape "
+                             f"{tuple(bundle.sim_i2t.shape)}, got {tuple(s.shape)}")
+    row = ComparisonRow(method=label, status="ok", needs={f: dict(flags).get(f) for f in _FLAGS})
+    row.metrics = evaluate_rescored(dict(scores), bundle)
+    row.delta = {k: row.metrics[k] - base[k] for k in _RECALLS + ("rsum",)}
+    return row
+
+
+def _config(bundle: SimilarityBundle, bank: Optional[QueryBank], rows: List[ComparisonRow],
+            device: Union[str, torch.device, None], chunk_size: Optional[int]) -> Dict[str, Any]:
+    """What the comparison ran on, for the report."""
     from . import __version__
-    config = {
+    return {
         "bundle": {"num_images": bundle.num_images, "num_texts": bundle.num_texts,
                    "fields": [f for f in ("sim_i2i", "sim_t2t", "img_emb", "txt_emb")
                               if getattr(bundle, f) is not None]},
@@ -257,4 +266,3 @@ def compare(bundle: SimilarityBundle, methods: Optional[Sequence[Union[str, Rera
         "versions": {"pillargraph": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     }
-    return ComparisonReport(base=base, rows=rows, config=config)
