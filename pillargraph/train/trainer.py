@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -50,6 +50,22 @@ class TrainingBatch:
     def to(self, device) -> "TrainingBatch":
         return TrainingBatch(*(None if g is None else g.to(device, non_blocking=True)
                                for g in (self.i2t, self.t2i, self.mirror_t2i, self.mirror_i2t)))
+
+
+@dataclass
+class _Run:
+    """Progress of one training run (what ``last.pt`` restores)."""
+
+    start_epoch: int = 0
+    step: int = 0
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best: Dict[str, Any] = field(default_factory=lambda: {"rsum": -math.inf, "epoch": -1})
+    bad_evals: int = 0
+    best_state: Optional[Dict[str, Tensor]] = None
+
+    def stopped(self, patience: Optional[int]) -> bool:
+        """Whether early stopping has triggered."""
+        return patience is not None and self.bad_evals >= patience
 
 
 @dataclass
@@ -300,91 +316,106 @@ class Trainer:
             A :class:`TrainResult`; the model holds the best weights afterwards.
         """
         c = self.config
-        state = self._open_run(resume)
+        run = self._restore(self._open_run(resume))
         data = self.prepare(train)
         dev_graphs = {d: self.builder.build(dev, d) for d in ("i2t", "t2i")}
-        n_items = train.num_texts
-        steps_per_epoch = math.ceil(n_items / c.batch_size)
-        total_steps = steps_per_epoch * c.epochs
-        start_epoch, step, history = 0, 0, []
-        best = {"rsum": -math.inf, "epoch": -1}
-        bad_evals = 0
-        best_state = None
-        if state is not None:
-            start_epoch, step, history = state["epoch"] + 1, state["step"], list(state["history"])
-            best, bad_evals = dict(state["best"]), state["bad_evals"]
-            if best["epoch"] >= 0 and self.out_dir is not None and (self.out_dir / "best.pt").exists():
-                best_state = load_checkpoint(self.out_dir / "best.pt", self.device)["model"]
-        stopped = bad_evals >= c.patience if c.patience is not None else False
-        for epoch in range(start_epoch, c.epochs):
-            if stopped:
+        total_steps = math.ceil(train.num_texts / c.batch_size) * c.epochs
+        for epoch in range(run.start_epoch, c.epochs):
+            if run.stopped(c.patience):
                 break
-            t0 = time.perf_counter()
-            torch.manual_seed(c.seed * 100_003 + epoch)
-            gen = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
-            order = torch.randperm(n_items, generator=gen)
-            self.model.train()
-            sums: Dict[str, float] = {}
-            bar = None
-            if self.progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False)
-            for a in range(0, n_items, c.batch_size):
-                batch = self.make_batch(data, order[a:a + c.batch_size], gen).to(self.device)
-                lr = self.lr_at(step, total_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                    loss, parts = self._forward(batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-                self.optimizer.step()
-                step += 1
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
-            if bar is not None:
-                bar.close()
-            n_steps = steps_per_epoch
-            record: Dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr,
-                                      "train_time_s": time.perf_counter() - t0,
-                                      **{f"loss_{k}": v / n_steps for k, v in sums.items()}}
+            record = self.train_epoch(data, epoch, run, total_steps)
             if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
-                metrics = self.evaluate_dev(dev, dev_graphs)
-                record["dev"] = metrics
-                if metrics["rsum"] > best["rsum"]:
-                    best = {"rsum": metrics["rsum"], "epoch": epoch}
-                    bad_evals = 0
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                    if self.out_dir is not None:
-                        atomic_torch_save(self._state(epoch, step, history + [record], best, bad_evals),
-                                          self.out_dir / "best.pt")
-                else:
-                    bad_evals += 1
-                stopped = c.patience is not None and bad_evals >= c.patience
-            history.append(record)
+                record["dev"] = self.evaluate_dev(dev, dev_graphs)
+                self._keep_if_best(run, record)
+            run.history.append(record)
             self._log(record)
             if self.out_dir is not None:
-                atomic_torch_save(self._state(epoch, step, history, best, bad_evals), self.out_dir / "last.pt")
+                atomic_torch_save(self._state(epoch, run.step, run.history, run.best, run.bad_evals),
+                                  self.out_dir / "last.pt")
             if on_epoch_end is not None:
                 on_epoch_end(record)
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        fusion = None
-        if c.select_fusion:
-            choice: FusionChoice = select_fusion_weights(self.model, dev, self.builder, graphs=dev_graphs,
-                                                         device=self.device)
-            fusion = choice.as_dict()
-            self.model.fusion_weights = fusion
-            if self.out_dir is not None and (self.out_dir / "best.pt").exists():
-                best_ckpt = load_checkpoint(self.out_dir / "best.pt", self.device)
-                best_ckpt["fusion"] = fusion
-                atomic_torch_save(best_ckpt, self.out_dir / "best.pt")
+        if run.best_state is not None:
+            self.model.load_state_dict(run.best_state)
+        fusion = self._select_fusion(dev, dev_graphs) if c.select_fusion else None
         if self._writer is not None:
             self._writer.close()
-        return TrainResult(best_epoch=best["epoch"], best_dev_rsum=best["rsum"], epochs_run=len(history),
-                           history=history, fusion=fusion, out_dir=self.out_dir)
+        return TrainResult(best_epoch=run.best["epoch"], best_dev_rsum=run.best["rsum"],
+                           epochs_run=len(run.history), history=run.history, fusion=fusion, out_dir=self.out_dir)
+
+    def _restore(self, state: Optional[Dict[str, Any]]) -> "_Run":
+        """The run's progress: fresh, or from a resumed ``last.pt`` (best weights from ``best.pt``)."""
+        run = _Run()
+        if state is None:
+            return run
+        run.start_epoch, run.step, run.history = state["epoch"] + 1, state["step"], list(state["history"])
+        run.best, run.bad_evals = dict(state["best"]), state["bad_evals"]
+        if run.best["epoch"] >= 0 and self.out_dir is not None and (self.out_dir / "best.pt").exists():
+            run.best_state = load_checkpoint(self.out_dir / "best.pt", self.device)["model"]
+        return run
+
+    def train_epoch(self, data: Dict[str, Any], epoch: int, run: "_Run", total_steps: int) -> Dict[str, Any]:
+        """One pass over the training captions in a seeded order; returns the epoch's log record."""
+        c = self.config
+        t0 = time.perf_counter()
+        torch.manual_seed(c.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+        n_items = data["source"].num_texts
+        order = torch.randperm(n_items, generator=gen)
+        steps = math.ceil(n_items / c.batch_size)
+        self.model.train()
+        sums: Dict[str, float] = {}
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False)
+        lr = self.lr_at(run.step, total_steps)
+        for a in range(0, n_items, c.batch_size):
+            lr = self.lr_at(run.step, total_steps)
+            loss, parts = self.train_step(self.make_batch(data, order[a:a + c.batch_size], gen).to(self.device), lr)
+            run.step += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        if bar is not None:
+            bar.close()
+        return {"epoch": epoch, "step": run.step, "lr": lr, "train_time_s": time.perf_counter() - t0,
+                **{f"loss_{k}": v / steps for k, v in sums.items()}}
+
+    def train_step(self, batch: "TrainingBatch", lr: float) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """One optimiser step at learning rate ``lr``; returns the loss and its parts."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss, parts = self._forward(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return loss, parts
+
+    def _keep_if_best(self, run: "_Run", record: Dict[str, Any]) -> None:
+        """Track the best dev rSum (its weights in memory and in ``best.pt``) and the patience count."""
+        if record["dev"]["rsum"] > run.best["rsum"]:
+            run.best = {"rsum": record["dev"]["rsum"], "epoch": record["epoch"]}
+            run.bad_evals = 0
+            run.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.out_dir is not None:
+                atomic_torch_save(self._state(record["epoch"], run.step, run.history + [record], run.best,
+                                              run.bad_evals), self.out_dir / "best.pt")
+        else:
+            run.bad_evals += 1
+
+    def _select_fusion(self, dev: SimilarityBundle, dev_graphs: Dict[str, Any]) -> Dict[str, Any]:
+        """Choose the base-fusion weights on dev, store them on the model and in ``best.pt``."""
+        choice: FusionChoice = select_fusion_weights(self.model, dev, self.builder, graphs=dev_graphs,
+                                                     device=self.device)
+        fusion = choice.as_dict()
+        self.model.fusion_weights = fusion
+        if self.out_dir is not None and (self.out_dir / "best.pt").exists():
+            best_ckpt = load_checkpoint(self.out_dir / "best.pt", self.device)
+            best_ckpt["fusion"] = fusion
+            atomic_torch_save(best_ckpt, self.out_dir / "best.pt")
+        return fusion
