@@ -262,9 +262,13 @@ def _matrix(value: ArrayLike, name: str) -> Tensor:
 
 
 def _direction_scores(scores: ScoresLike) -> Dict[str, Tensor]:
-    """One score matrix per direction, from a matrix, a bundle or ``{'i2t': .., 't2i': ..}``."""
+    """One score matrix per direction, from a matrix, a bundle or ``{'i2t': .., 't2i': ..}``.
+
+    A bundle's t2i rankings come from :attr:`~pillargraph.SimilarityBundle.t2i_scores` (its own
+    ``sim_t2i`` when it stores one, as a re-ranked result does), laid out like ``sim_i2t``.
+    """
     if isinstance(scores, SimilarityBundle):
-        scores = scores.sim_i2t
+        scores = {"i2t": scores.sim_i2t, "t2i": scores.t2i_scores.T}
     if isinstance(scores, Mapping):
         if sorted(scores) != sorted(DIRECTIONS):
             raise ValueError(f"scores: expected the keys {list(DIRECTIONS)}, got {sorted(scores)}")
@@ -322,8 +326,9 @@ def positive_ranks(scores: ScoresLike, positives: Positives, direction: str,
     """The tie-pessimistic 1-based rank of every positive in the gallery.
 
     Args:
-        scores: :obj:`[N, M]` image-to-text scores, a :class:`~pillargraph.SimilarityBundle`,
-            or ``{'i2t': [N, M], 't2i': [N, M]}`` (one matrix per direction).
+        scores: :obj:`[N, M]` image-to-text scores, a :class:`~pillargraph.SimilarityBundle`
+            (t2i from its :attr:`~pillargraph.SimilarityBundle.t2i_scores`), or
+            ``{'i2t': [N, M], 't2i': [N, M]}`` (one matrix per direction).
         positives: the relevant pairs.
         direction: ``'i2t'`` (image queries rank the captions of their row) or ``'t2i'``
             (caption queries rank the images of their column).
@@ -376,8 +381,10 @@ def evaluate_positives(scores: ScoresLike, positives: Positives,
 
     Args:
         scores: :obj:`[N, M]` image-to-text scores, a :class:`~pillargraph.SimilarityBundle`
-            (its ``sim_i2t``), or ``{'i2t': [N, M], 't2i': [N, M]}``: one matrix per direction
-            (rows images; i2t ranks along rows, t2i along columns), e.g. a re-ranker's output.
+            (i2t from its ``sim_i2t``, t2i from its
+            :attr:`~pillargraph.SimilarityBundle.t2i_scores`, i.e. its own ``sim_t2i`` when
+            stored), or ``{'i2t': [N, M], 't2i': [N, M]}``: one matrix per direction (rows
+            images; i2t ranks along rows, t2i along columns), e.g. a re-ranker's output.
         positives: the relevant pairs of each direction (:class:`Positives`).
         ks: cut-offs for R@K (default: ``(1, 5, 10)``).
 

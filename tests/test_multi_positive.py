@@ -185,6 +185,19 @@ def test_torch_numpy_and_bundle_agree():
     assert a == evaluate_positives({"i2t": sim, "t2i": sim}, pos)
 
 
+def test_bundle_with_its_own_t2i_scores_ranks_captions_by_them():
+    """A re-ranked bundle stores sim_t2i [M, N]; t2i metrics must read it, not sim_i2t.T."""
+    rng, sims, rel_i2t, rel_t2i = random_problem(5)
+    bundle = SimilarityBundle(sim_i2t=sims["i2t"], txt2img=np.arange(23) % 9, sim_t2i=sims["t2i"].T)
+    pos = Positives(rel_i2t, rel_t2i)
+    got = evaluate_positives(bundle, pos)
+    assert got == evaluate_positives({"i2t": sims["i2t"], "t2i": sims["t2i"]}, pos)
+    assert got == pytest.approx(reference(sims, rel_i2t, rel_t2i))
+    assert got != evaluate_positives(sims["i2t"], pos)
+    query, rank = positive_ranks(bundle, pos, "t2i")
+    assert torch.equal(rank, positive_ranks({"i2t": sims["i2t"], "t2i": sims["t2i"]}, pos, "t2i")[1])
+
+
 @pytest.mark.parametrize("chunk", [7, 1 << 24])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
 def test_chunking_does_not_change_ranks(monkeypatch, chunk, dtype):
