@@ -7,8 +7,8 @@ from .captions import (CaptionSplit, captions_root, encode_caption_split, list_c
 from .embedding_cache import EmbeddingCache
 from .episodes import EpisodicSimilarity
 from .files import load_embeddings, load_split, npz_format
-from .positives import (COCO5K_SHAPE, POSITIVE_SOURCES, check_coco5k_bundle, coco5k_anchor, coco5k_ids,
-                        coco5k_positives, evaluate_coco5k)
+from .positives import (COCO5K_SHAPE, ECCV_CXC_KEYS, POSITIVE_SOURCES, check_coco5k_bundle, coco5k_anchor,
+                        coco5k_eccv_cxc, coco5k_ids, coco5k_positives, evaluate_coco5k)
 from .neighbors import BACKENDS, NeighborLists, faiss_available, topk_from_matrix, topk_neighbors
 from .source import KINDS, DenseSimilarity, SimilaritySource, as_source, check_kind
 from .synthetic import (SyntheticConfig, SyntheticSplit, SyntheticWorld, synthetic_embeddings,
@@ -57,4 +57,6 @@ __all__ = [
     "coco5k_anchor",
     "check_coco5k_bundle",
     "evaluate_coco5k",
+    "coco5k_eccv_cxc",
+    "ECCV_CXC_KEYS",
 ]

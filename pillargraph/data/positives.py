@@ -20,6 +20,9 @@ Two index spaces are supported:
   anchors drop out**: an anchor caption is neither an i2t positive (it is not in the gallery and
   does not count in :math:`R`) nor a t2i query. ECCV and CxC numbers of the proxy are therefore not
   those of the full split, and like every caption-proxy number they are text-to-text results.
+
+:func:`coco5k_eccv_cxc` is the one-call summary of a result in either space (ECCV mAP@R,
+R-Precision and R@1, CxC R@1); :func:`evaluate_coco5k` gives every metric of chosen sources.
 """
 from __future__ import annotations
 
@@ -27,22 +30,25 @@ import functools
 import importlib.util
 import json
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ..bundle import SimilarityBundle
+from ..bundle import ArrayLike, SimilarityBundle
 from ..multi_positive import Positives, ScoresLike, _direction_scores, evaluate_positives
 from .captions import CaptionSplit
 
-__all__ = ["POSITIVE_SOURCES", "COCO5K_SHAPE", "coco5k_ids", "coco5k_positives", "coco5k_anchor",
-           "check_coco5k_bundle", "evaluate_coco5k"]
+__all__ = ["POSITIVE_SOURCES", "COCO5K_SHAPE", "ECCV_CXC_KEYS", "coco5k_ids", "coco5k_positives",
+           "coco5k_anchor", "check_coco5k_bundle", "evaluate_coco5k", "coco5k_eccv_cxc"]
 
 #: Sources of positives in the ``eccv-caption`` package.
 POSITIVE_SOURCES = ("original", "eccv", "cxc")
 #: ``(images, captions)`` of the MS-COCO 5K test split.
 COCO5K_SHAPE = (5000, 25000)
+#: Keys of :func:`coco5k_eccv_cxc`'s result (all in percent).
+ECCV_CXC_KEYS = ("eccv_map_at_r_i2t", "eccv_map_at_r_t2i", "eccv_rprecision_i2t", "eccv_rprecision_t2i",
+                 "eccv_i2t_r1", "eccv_t2i_r1", "cxc_i2t_r1", "cxc_t2i_r1")
 _PER_IMAGE = 5
 _JSON = {"i2t": "{}_image_to_caption.json", "t2i": "{}_caption_to_image.json"}
 
@@ -78,6 +84,12 @@ def _ids() -> Tuple[np.ndarray, np.ndarray]:
     return images[:, 0].copy(), captions
 
 
+def _clear_caches() -> None:
+    """Forget what was read from the ``eccv-caption`` package (for tests that hide it)."""
+    for cached in (_read_json, _ids, _pairs):
+        cached.cache_clear()
+
+
 def coco5k_ids() -> Tuple[np.ndarray, np.ndarray]:
     """The COCO ids of the 5K test split in pillargraph's order.
 
@@ -92,8 +104,10 @@ def coco5k_ids() -> Tuple[np.ndarray, np.ndarray]:
     return images.copy(), captions.copy()
 
 
+@functools.lru_cache(maxsize=None)
 def _pairs(source: str, direction: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image index, caption index, unreachable per query)`` of one source and direction."""
+    """``(image index, caption index, unreachable per query)`` of one source and direction
+    (cached: the mapping walks every JSON entry; callers must not modify the arrays)."""
     images, captions = _ids()
     img_index = {int(v): i for i, v in enumerate(images)}
     cap_index = {int(v): j for j, v in enumerate(captions)}
@@ -138,6 +152,7 @@ def coco5k_positives(source: str = "eccv", anchor: Optional[int] = None) -> Posi
     _check_source(source)
     i2t_img, i2t_cap, un_i2t = _pairs(source, "i2t")
     t2i_img, t2i_cap, un_t2i = _pairs(source, "t2i")
+    un_i2t, un_t2i = un_i2t.copy(), un_t2i.copy()  # the cached arrays stay untouched
     if anchor is None:
         return Positives((i2t_img, i2t_cap), (t2i_img, t2i_cap), shape=COCO5K_SHAPE,
                          i2t_unreachable=un_i2t, t2i_unreachable=un_t2i)
@@ -216,3 +231,73 @@ def evaluate_coco5k(scores: ScoresLike, sources: Iterable[str] = ("eccv", "cxc")
         res = evaluate_positives(mats, coco5k_positives(_check_source(source), found), ks)
         out.update({f"{source}_{k}": v for k, v in res.items()})
     return out
+
+
+def _check_anchor(anchor: Optional[int]) -> Optional[int]:
+    if anchor is None:
+        return None
+    if isinstance(anchor, bool) or not isinstance(anchor, (int, np.integer)) or not 0 <= anchor < _PER_IMAGE:
+        raise ValueError(f"anchor: expected None (the 5K split itself) or a caption position in "
+                         f"[0, {_PER_IMAGE}), got {anchor!r}")
+    return int(anchor)
+
+
+def _with_t2i(scores: ScoresLike, sim_t2i: Optional[ArrayLike]) -> Dict[str, torch.Tensor]:
+    """``{'i2t': [N, M], 't2i': [N, M]}`` of ``scores``, t2i from ``sim_t2i`` [M, N] when given."""
+    mats = _direction_scores(scores)
+    if sim_t2i is None:
+        return mats
+    if isinstance(scores, (SimilarityBundle, Mapping)):
+        raise ValueError("sim_t2i: give it with a plain i2t matrix only (a bundle or a per-direction "
+                         "dict already carries its t2i scores)")
+    t2i = _direction_scores(sim_t2i)["i2t"]
+    n, m = mats["i2t"].shape
+    if tuple(t2i.shape) != (m, n):
+        raise ValueError(f"sim_t2i: expected shape ({m}, {n}) (captions x images), got {tuple(t2i.shape)}")
+    return {"i2t": mats["i2t"], "t2i": t2i.T}
+
+
+def coco5k_eccv_cxc(scores: ScoresLike, anchor: Optional[int],
+                    sim_t2i: Optional[ArrayLike] = None) -> Dict[str, float]:
+    """ECCV Caption mAP@R, R-Precision and R@1, and CxC R@1, of an MS-COCO 5K test result.
+
+    The multi-positive summary of one method on the 5K test split or, with ``anchor``, on its
+    caption proxy (positives that are anchors drop out; see the module notes). Image queries
+    rank along the rows of the i2t scores, caption queries along the columns of the t2i scores.
+
+    Args:
+        scores: the i2t scores, :obj:`[5000, 20000]` for the caption proxy
+            (:obj:`[5000, 25000]` for the split itself), as a matrix (t2i from its transpose
+            unless ``sim_t2i`` is given), a :class:`~pillargraph.SimilarityBundle` (t2i from
+            :attr:`~pillargraph.SimilarityBundle.t2i_scores`), or a re-ranked result
+            ``{'i2t': [N, M], 't2i': [N, M]}`` (both laid out images x captions).
+        anchor: the caption position (0-4) that stood in for each image when the caption proxy
+            was built (``anchor=`` of :func:`~pillargraph.data.caption_proxy_bundle`), or
+            ``None`` for the 5K split itself.
+        sim_t2i (optional): :obj:`[M, N]` captions x images scores that rank the images of each
+            caption, with a plain i2t matrix only (e.g. a re-ranked bundle's ``sim_t2i``).
+
+    Returns:
+        A dict with the keys of :data:`ECCV_CXC_KEYS` (``eccv_map_at_r_i2t``,
+        ``eccv_map_at_r_t2i``, ``eccv_rprecision_i2t``, ``eccv_rprecision_t2i``,
+        ``eccv_i2t_r1``, ``eccv_t2i_r1``, ``cxc_i2t_r1``, ``cxc_t2i_r1``), in percent.
+
+    Raises:
+        ModuleNotFoundError: the ``eval`` extra (``eccv-caption``) is not installed.
+        ValueError: scores whose shape is not the one ``anchor`` implies, or a bad anchor.
+
+    Example:
+        >>> res = coco5k_eccv_cxc({"i2t": reranked_i2t, "t2i": reranked_t2i}, anchor=0)
+        >>> res["eccv_map_at_r_i2t"], res["cxc_t2i_r1"]
+    """
+    anchor = _check_anchor(anchor)
+    mats = _with_t2i(scores, sim_t2i)
+    n, m = COCO5K_SHAPE
+    want = (n, m) if anchor is None else (n, m - n)
+    if tuple(mats["i2t"].shape) != want:
+        where = "the 5K split itself" if anchor is None else f"its caption proxy (anchor {anchor})"
+        raise ValueError(f"scores: expected shape {want} for {where}, got {tuple(mats['i2t'].shape)}")
+    eccv = evaluate_positives(mats, coco5k_positives("eccv", anchor), ks=(1,))
+    cxc = evaluate_positives(mats, coco5k_positives("cxc", anchor), ks=(1,))
+    res = {**{f"eccv_{k}": v for k, v in eccv.items()}, **{f"cxc_{k}": v for k, v in cxc.items()}}
+    return {k: res[k] for k in ECCV_CXC_KEYS}

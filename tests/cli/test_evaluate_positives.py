@@ -70,13 +70,11 @@ def test_missing_extra_names_it(small, capsys, monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "eccv_caption" else real(name, *a))
-    module._ids.cache_clear()
-    module._read_json.cache_clear()
+    module._clear_caches()
     try:
         code, _, err = run(capsys, tmp_path / "proxy.npz", "--positives", "cxc")
     finally:
-        module._ids.cache_clear()
-        module._read_json.cache_clear()
+        module._clear_caches()
     assert code == 2 and err.count("\n") == 1
     assert "pip install 'pillargraph[eval]'" in err
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from pillargraph import evaluate, evaluate_folds
+from pillargraph import SimilarityBundle, evaluate, evaluate_folds
 from pillargraph.data.captions import captions_root, load_caption_split
-from pillargraph.data.positives import (COCO5K_SHAPE, check_coco5k_bundle, coco5k_anchor, coco5k_ids,
-                                        coco5k_positives, evaluate_coco5k)
+from pillargraph.data.positives import (COCO5K_SHAPE, ECCV_CXC_KEYS, check_coco5k_bundle, coco5k_anchor,
+                                        coco5k_eccv_cxc, coco5k_ids, coco5k_positives, evaluate_coco5k)
 from pillargraph.metrics import Positives, evaluate_positives
 
 N, M = COCO5K_SHAPE
@@ -107,20 +107,21 @@ def assert_agree(ours, theirs):
         assert ours[k] == pytest.approx(theirs[k], abs=1e-6), k
 
 
-def structured(pairs=None, sign=1, rows_are_captions=False):
-    """Scores with a known order: ``f(i, j) + sign * M`` on the given (image, caption) pairs.
+def structured(pairs=None, sign=1, rows_are_captions=False, m=M):
+    """Scores with a known order: ``f(i, j) + sign * m`` on the given (image, caption) pairs.
 
-    ``f(i, j) = (7919 j + 104729 i) mod M`` is a permutation of each row and takes distinct values
-    down each column (7919 and 104729 are primes, coprime to M = 25000), so there are no ties and
-    float32 holds every value exactly. The pairs come first (``sign=1``) or last (``sign=-1``).
-    ``rows_are_captions`` builds the transpose ``[M, N]`` directly (a t2i matrix, one row a query).
+    ``f(i, j) = (7919 j + 104729 i) mod m`` is a permutation of each row and takes distinct values
+    down each column (7919 and 104729 are primes, coprime to m = 25000 or 20000), so there are no
+    ties and float32 holds every value exactly. The pairs come first (``sign=1``) or last
+    (``sign=-1``). ``rows_are_captions`` builds the transpose ``[m, N]`` directly (a t2i matrix,
+    one row a query).
     """
-    a = (torch.arange(M) * 7919 % M).float()
-    b = (torch.arange(N) * 104729 % M).float()
-    s = torch.fmod(a[:, None] + b[None, :] if rows_are_captions else b[:, None] + a[None, :], M)
+    a = (torch.arange(m) * 7919 % m).float()
+    b = (torch.arange(N) * 104729 % m).float()
+    s = torch.fmod(a[:, None] + b[None, :] if rows_are_captions else b[:, None] + a[None, :], m)
     if pairs is not None:
         img, cap = pairs
-        s[(cap, img) if rows_are_captions else (img, cap)] += sign * M
+        s[(cap, img) if rows_are_captions else (img, cap)] += sign * m
     return s
 
 
@@ -262,14 +263,12 @@ def test_missing_extra_fails_with_one_line_naming_it(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "eccv_caption" else real(name, *a))
-    module._ids.cache_clear()
-    module._read_json.cache_clear()
+    module._clear_caches()
     try:
         with pytest.raises(ModuleNotFoundError, match=r"install the eval extra .*pillargraph\[eval\]"):
             coco5k_positives("eccv")
     finally:
-        module._ids.cache_clear()
-        module._read_json.cache_clear()
+        module._clear_caches()
 
 
 def test_evaluate_coco5k_detects_the_index_space(noise, positives):
@@ -300,3 +299,84 @@ def test_shape_and_bundle_checks():
     Fake.txt2img = torch.arange(M - N) % N
     with pytest.raises(ValueError, match="txt2img: not the MS-COCO 5K order"):
         check_coco5k_bundle(Fake())
+
+
+# ------------------------------------------------------------------ the caption proxy against the official evaluator
+def proxy_gts(gts, anchor_ids):
+    """The official ground truth of a caption proxy, derived in the official id space: anchor
+    captions leave the gallery (every i2t list) and stop being queries (t2i)."""
+    i2t = {q: [c for c in vs if c not in anchor_ids] for q, vs in gts["i2t"].items()}
+    return {"i2t": {q: vs for q, vs in i2t.items() if vs},
+            "t2i": {q: vs for q, vs in gts["t2i"].items() if q not in anchor_ids}}
+
+
+def official_proxy_numbers(eccv_caption, anchor, i2t, t2i_rows, ids):
+    """:data:`ECCV_CXC_KEYS` from ``eccv_caption.Metrics`` on the proxy's ranked lists, its
+    ECCV and CxC ground truth replaced by :func:`proxy_gts`. ``i2t`` is [N, M - N], ``t2i_rows``
+    [M - N, N]; text ``j`` of the proxy is caption ``texts[j]`` of the split. ``anchor=None``:
+    the split itself, with the official ground truth unchanged."""
+    img_ids, cap_ids = ids
+    is_anchor = np.arange(M) % 5 == (-1 if anchor is None else anchor)
+    texts = np.flatnonzero(~is_anchor)
+    official = eccv_caption.Metrics()
+    anchor_ids = set(cap_ids[is_anchor].tolist())
+    official.eccv_gts = proxy_gts(official.eccv_gts, anchor_ids)
+    official.cxc_gts = proxy_gts(official.cxc_gts, anchor_ids)
+    lists = {"i2t": top_lists(i2t, TOP, img_ids, cap_ids[texts]),
+             "t2i": top_lists(t2i_rows, TOP, cap_ids[texts], img_ids)}
+    res = official.eccv_metrics(lists, "all")
+    cxc = official.cxc_recalls(lists, "all", K=1)
+    out = {f"cxc_{d}_r1": 100 * cxc[d] for d in ("i2t", "t2i")}
+    for d in ("i2t", "t2i"):
+        out.update({f"eccv_map_at_r_{d}": 100 * res["eccv_map_at_r"][d],
+                    f"eccv_rprecision_{d}": 100 * res["eccv_rprecision"][d],
+                    f"eccv_{d}_r1": 100 * res["eccv_r1"][d]})
+    return out
+
+
+@pytest.mark.parametrize("anchor", [0, 3, None])
+def test_proxy_random_rankings_agree_with_the_official_evaluator(eccv_caption, ids, noise, anchor):
+    m = M if anchor is None else M - N
+    i2t, t2i = noise[:, :m], noise.flip(1)[:, :m]  # two different rankings, images x texts
+    ours = coco5k_eccv_cxc({"i2t": i2t, "t2i": t2i}, anchor=anchor)
+    assert list(ours) == list(ECCV_CXC_KEYS)
+    assert_agree(ours, official_proxy_numbers(eccv_caption, anchor, i2t, t2i.T, ids))
+
+
+def test_proxy_known_answers_agree_with_the_official_evaluator(eccv_caption, ids):
+    """The proxy's ECCV positives first: R-P, mAP@R and R@1 are 100 (i2t: but for the two
+    positives outside the split); CxC t2i R@1 as well wherever CxC agrees with ECCV."""
+    eccv = coco5k_positives("eccv", anchor=1)
+    i2t = structured(eccv.i2t, m=M - N)
+    t2i_rows = structured(eccv.t2i, rows_are_captions=True, m=M - N)
+    ours = coco5k_eccv_cxc({"i2t": i2t, "t2i": t2i_rows.T}, anchor=1)
+    assert_agree(ours, official_proxy_numbers(eccv_caption, 1, i2t, t2i_rows, ids))
+    assert ours["eccv_map_at_r_t2i"] == ours["eccv_rprecision_t2i"] == ours["eccv_t2i_r1"] == 100
+    assert ours["eccv_i2t_r1"] == 100 and 99 < ours["eccv_map_at_r_i2t"] < 100
+
+
+def test_coco5k_eccv_cxc_accepts_every_form_of_a_result(noise):
+    """Bundle (own sim_t2i), per-direction dict and matrix + sim_t2i give the same numbers."""
+    i2t, t2i = noise[:200, :800].float(), noise[200:400, :800].float()
+    small = {"i2t": torch.zeros(N, M - N), "t2i": torch.zeros(N, M - N)}
+    small["i2t"][:200, :800], small["t2i"][:200, :800] = i2t, t2i
+    bundle = SimilarityBundle(sim_i2t=small["i2t"], txt2img=torch.arange(M - N) // 4,
+                              sim_t2i=small["t2i"].T)
+    want = coco5k_eccv_cxc(small, anchor=2)
+    assert coco5k_eccv_cxc(bundle, anchor=2) == want
+    assert coco5k_eccv_cxc(small["i2t"], 2, sim_t2i=small["t2i"].T) == want
+
+
+def test_coco5k_eccv_cxc_rejects_bad_input(noise):
+    proxy = noise[:, :M - N]
+    for anchor, match in ((None, r"expected shape \(5000, 25000\) for the 5K split itself"),
+                          (5, r"anchor: expected None .* \[0, 5\), got 5"),
+                          (True, "anchor: expected"), ("0", "anchor: expected")):
+        with pytest.raises(ValueError, match=match):
+            coco5k_eccv_cxc(proxy, anchor)
+    with pytest.raises(ValueError, match=r"expected shape \(5000, 20000\) for its caption proxy \(anchor 0\)"):
+        coco5k_eccv_cxc(noise, 0)
+    with pytest.raises(ValueError, match=r"sim_t2i: expected shape \(20000, 5000\)"):
+        coco5k_eccv_cxc(proxy, 0, sim_t2i=proxy)
+    with pytest.raises(ValueError, match="sim_t2i: give it with a plain i2t matrix only"):
+        coco5k_eccv_cxc({"i2t": proxy, "t2i": proxy}, 0, sim_t2i=proxy.T)
