@@ -38,11 +38,11 @@ def format_positive_metrics(metrics: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _load_positives(spec: str, bundle: SimilarityBundle) -> tuple:
-    """``(Positives, description)`` of ``--positives``."""
+def _load_positives(spec: str, bundle: SimilarityBundle, anchor: int = 0) -> tuple:
+    """``(Positives, description)`` of ``--positives`` (``anchor``: of a caption-proxy bundle)."""
     if spec in _SOURCES:
         from ..data.positives import check_coco5k_bundle, coco5k_positives
-        anchor = check_coco5k_bundle(bundle)
+        anchor = check_coco5k_bundle(bundle, anchor)
         try:
             positives = coco5k_positives(spec, anchor)
         except ModuleNotFoundError as err:
@@ -58,7 +58,7 @@ def _run_positives(args: argparse.Namespace, bundle: SimilarityBundle) -> int:
     if args.folds and args.folds > 1:
         raise CLIError("--positives: cannot be combined with --folds (extra positives are defined "
                        "on the whole split)")
-    positives, what = _load_positives(args.positives, bundle)
+    positives, what = _load_positives(args.positives, bundle, args.anchor)
     metrics = evaluate_positives(bundle, positives)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -104,7 +104,10 @@ def add_parser(sub) -> None:
     p.add_argument("--positives", metavar="eccv|cxc|FILE.npz",
                    help="R@K with any positive, R-Precision and mAP@R against extra positives: "
                         "ECCV Caption or CxC (MS-COCO 5K test, 5000 x 25000, or its caption proxy, "
-                        "5000 x 20000 with anchor 0; needs the eval extra), or a positives .npz "
-                        "(keys i2t_rows, i2t_cols, t2i_rows, t2i_cols; see the docs)")
+                        "5000 x 20000, see --anchor; needs the eval extra), or a positives .npz "
+                        "(keys i2t_rows, i2t_cols, t2i_rows, t2i_cols, shape; see the docs)")
+    p.add_argument("--anchor", type=int, default=0, choices=range(5), metavar="0-4",
+                   help="with --positives eccv|cxc on a caption-proxy bundle: the caption position "
+                        "that stood in for each image when it was built (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)

@@ -34,6 +34,28 @@ def test_file_positives_json(small, capsys):
     assert got == pytest.approx(evaluate_positives(b, pos))
 
 
+def test_a_bundles_own_t2i_scores_are_evaluated(small, capsys, tmp_path):
+    """A re-ranked bundle (with sim_t2i) ranks its caption queries by sim_t2i."""
+    b, _, pos, pos_path = small
+    reranked = b.replace(sim_t2i=torch.randn(12, 6, generator=torch.Generator().manual_seed(3)))
+    path = reranked.save(tmp_path / "reranked.npz")
+    code, out, _ = run(capsys, path, "--positives", pos_path, "--json")
+    assert code == 0
+    got = json.loads(out)
+    assert got == pytest.approx(evaluate_positives({"i2t": b.sim_i2t, "t2i": reranked.sim_t2i.T}, pos))
+    assert got["map_at_r_t2i"] != pytest.approx(evaluate_positives(b, pos)["map_at_r_t2i"])
+
+
+def test_neighbour_lists_are_refused_with_one_line(small, capsys, tmp_path):
+    from pillargraph.data import NeighborLists
+
+    b, _, _, pos_path = small
+    path = NeighborLists.from_bundle(b, k=4).save(tmp_path / "lists.npz")
+    code, out, err = run(capsys, path, "--positives", pos_path)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--positives: R-Precision and mAP@R rank every positive, which needs a dense bundle" in err
+
+
 def test_file_positives_table(small, capsys):
     _, path, pos, pos_path = small
     code, out, _ = run(capsys, path, "--positives", pos_path)
@@ -58,6 +80,10 @@ def test_bad_positives_are_one_line_errors(small, capsys, tmp_path):
         assert code == 2, extra
         assert err.count("\n") == 1 and message in err, (extra, err)
         assert out == ""
+    with pytest.raises(SystemExit) as exit_:  # argparse's own one-line error
+        cli.main(["evaluate", str(path), "--positives", "eccv", "--anchor", "5"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "argument --anchor: invalid choice: 5" in err
 
 
 def test_missing_extra_names_it(small, capsys, monkeypatch, tmp_path):
@@ -96,9 +122,9 @@ def test_eccv_and_cxc_on_coco5k_bundles(layout, tmp_path, capsys):
     assert list(got) == list(MULTI_POSITIVE_KEYS)
     want = evaluate_coco5k(b, sources=("cxc",))
     assert got == pytest.approx({k[4:]: v for k, v in want.items()})
-    code, out, _ = run(capsys, path, "--positives", "eccv")
+    code, out, _ = run(capsys, path, "--positives", "eccv", "--anchor", "3")
     assert code == 0
-    where = "MS-COCO 5K caption proxy, anchor 0" if layout == "proxy" else "MS-COCO 5K test"
+    where = "MS-COCO 5K caption proxy, anchor 3" if layout == "proxy" else "MS-COCO 5K test"
     assert f"ECCV Caption positives ({where})" in out
     # captions in another order than 5 (or 4) consecutive per image are refused
     bad = b.replace(txt2img=b.txt2img.flip(0)).save(tmp_path / "bad.npz")
