@@ -355,7 +355,7 @@ def test_proxy_known_answers_agree_with_the_official_evaluator(eccv_caption, ids
     assert ours["eccv_i2t_r1"] == 100 and 99 < ours["eccv_map_at_r_i2t"] < 100
 
 
-def test_coco5k_eccv_cxc_accepts_every_form_of_a_result(noise):
+def test_coco5k_eccv_cxc_accepts_every_form_of_a_result(eccv_caption, noise):
     """Bundle (own sim_t2i), per-direction dict and matrix + sim_t2i give the same numbers."""
     i2t, t2i = noise[:200, :800].float(), noise[200:400, :800].float()
     small = {"i2t": torch.zeros(N, M - N), "t2i": torch.zeros(N, M - N)}
