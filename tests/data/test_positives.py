@@ -301,7 +301,7 @@ def test_shape_and_bundle_checks():
         check_coco5k_bundle(Fake())
 
 
-# ------------------------------------------------------------------ the caption proxy against the official evaluator
+# ---------------------------------------- the caption proxy against the official evaluator
 def proxy_gts(gts, anchor_ids):
     """The official ground truth of a caption proxy, derived in the official id space: anchor
     captions leave the gallery (every i2t list) and stop being queries (t2i)."""
