@@ -7,6 +7,10 @@ Image-to-text retrieval uses the best-ranked caption of the image.
 
 Everything is vectorised and chunked: a 5000 x 25000 matrix evaluates in
 seconds. Inputs may be numpy arrays or torch tensors on any device.
+
+Extra positives per query (ECCV Caption, CxC, or any other source) are evaluated by
+:func:`evaluate_positives` (R@K with any positive, R-Precision, mAP@R), defined in
+:mod:`pillargraph.multi_positive` and re-exported here.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from torch import Tensor
 from .bundle import ArrayLike, SimilarityBundle
 
 __all__ = ["evaluate", "evaluate_folds", "evaluate_lists", "i2t_ranks", "t2i_ranks", "recall_at_k",
-           "METRIC_KEYS"]
+           "METRIC_KEYS", "Positives", "evaluate_positives", "positive_ranks", "MULTI_POSITIVE_KEYS"]
 
 #: Keys of :func:`evaluate`'s result for the default ``ks=(1, 5, 10)``.
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
@@ -275,3 +279,9 @@ def evaluate_lists(source, ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
     out = {f"{d}_r{k}": recall_at_k(ranks[d], k) for d in ("i2t", "t2i") for k in ks}
     out["rsum"] = sum(out.values())
     return out
+
+
+# Multi-positive metrics (ECCV Caption, CxC, any extra positives) live in their own module;
+# imported last because that module uses the rank counts above.
+from .multi_positive import (MULTI_POSITIVE_KEYS, Positives, evaluate_positives,  # noqa: E402
+                             positive_ranks)

@@ -41,7 +41,7 @@ GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("Networks", ("pillargraph.nn", "pillargraph.nn.conv")),
     ("Training", ("pillargraph.train", "pillargraph.losses")),
     ("Re-ranking", ("pillargraph.rerank",)),
-    ("Metrics", ("pillargraph.metrics",)),
+    ("Metrics", ("pillargraph.metrics", "pillargraph.multi_positive")),
     ("Baselines", ("pillargraph.baselines", "pillargraph.compare")),
     ("Command line", ("pillargraph.cli",)),
     ("Shared definitions", ("pillargraph.modality",)),

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..bundle import SimilarityBundle, as_tensor as _as_tensor
+from ..bundle import SimilarityBundle, as_tensor
 from ..io import atomic_write, read_npz
 from .source import KINDS, check_kind
 
@@ -57,7 +57,7 @@ def faiss_available() -> bool:
 
 
 def _float_matrix(value: Any, name: str) -> Tensor:
-    t = _as_tensor(value, name)
+    t = as_tensor(value, name)
     if t.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D matrix, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
@@ -348,7 +348,7 @@ def topk_from_matrix(matrix: Any, k: int, chunk_size: Optional[int] = None, *,
         each row sorted by decreasing score.
     """
     if not isinstance(matrix, (Tensor, np.ndarray)):
-        matrix = _as_tensor(matrix, "matrix")
+        matrix = as_tensor(matrix, "matrix")
     if len(matrix.shape) != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"matrix: expected a non-empty 2-D matrix, got shape {tuple(matrix.shape)}")
     is_float = matrix.is_floating_point() if isinstance(matrix, Tensor) else \
@@ -454,13 +454,13 @@ class NeighborLists:
                  t2t_score: Any = None, img_emb: Any = None, txt_emb: Any = None,
                  img_intra_emb: Any = None, txt_intra_emb: Any = None,
                  symmetric_intra: bool = False) -> None:
-        t = _as_tensor(txt2img, "txt2img")
+        t = as_tensor(txt2img, "txt2img")
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"txt2img: expected an integer dtype, got {t.dtype}")
         if t.dim() != 1 or t.numel() == 0:
             raise ValueError(f"txt2img: expected a non-empty 1-D index, got shape {tuple(t.shape)}")
         t = t.long()
-        n = _as_tensor(i2t_index, "i2t_index").shape[0] if i2t_index is not None else 0
+        n = as_tensor(i2t_index, "i2t_index").shape[0] if i2t_index is not None else 0
         if n == 0:
             raise ValueError("i2t_index: is required and needs one row per image")
         m = t.numel()
@@ -515,7 +515,7 @@ class NeighborLists:
     def _check_lists(self, kind: str, idx: Any, val: Any) -> Tuple[Tensor, Tensor]:
         rows, cols = self._rows_cols(kind)
         fi, fs = f"{kind}_index", f"{kind}_score"
-        idx, val = _as_tensor(idx, fi), _as_tensor(val, fs)
+        idx, val = as_tensor(idx, fi), as_tensor(val, fs)
         if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
             raise ValueError(f"{fi}: expected an integer dtype, got {idx.dtype}")
         if idx.dim() != 2 or idx.shape[0] != rows or not 1 <= idx.shape[1] <= cols:
@@ -664,7 +664,7 @@ class NeighborLists:
 
     # ------------------------------------------------------------------- internals
     def _check_index(self, value: Any, size: int, name: str) -> Tensor:
-        t = _as_tensor(value, name)
+        t = as_tensor(value, name)
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"{name}: expected an integer index, got {t.dtype}")
         t = t.to(device=self.device, dtype=torch.long)
@@ -775,7 +775,7 @@ class NeighborLists:
             for side, name in ((img_intra, "img_intra_emb"), (txt_intra, "txt_intra_emb")):
                 if embs[name] is None and side is (img if name == "img_intra_emb" else txt):
                     embs[name] = kept(side)  # intra from the dense cross side: keep it as intra
-        t = _as_tensor(txt2img, "txt2img")
+        t = as_tensor(txt2img, "txt2img")
         return cls(txt2img=t.to(dev), symmetric_intra=True, **lists, **embs)
 
     @classmethod
