@@ -34,32 +34,26 @@ def learned_rows(args, train, dev, test):
     """Scores of the learned re-ranker as ``compare(extra=...)`` entries (empty without --learned/--checkpoint)."""
     if not (args.learned or args.checkpoint):
         return None, None, None
-    from pillargraph.rerank import rerank
-    from pillargraph.train import model_from_checkpoint
+    from pillargraph.rerank import direction_scores, rerank
+    from pillargraph.train import TrainConfig, fit_reranker, model_from_checkpoint
     t0 = time.perf_counter()
     if args.checkpoint:
         model = model_from_checkpoint(args.checkpoint, map_location=args.device or "cpu")
         info = {"checkpoint": args.checkpoint, "fusion": model.fusion_weights}
+        scores = {"learned": direction_scores(rerank(model, test, fusion=1.0, device=args.device)),
+                  "fused": direction_scores(rerank(model, test, device=args.device))}
     else:
-        import torch
-        from pillargraph.graphs import PillarGraphBuilder
-        from pillargraph.nn import PillarReranker
-        from pillargraph.train import TrainConfig, Trainer
-        builder = PillarGraphBuilder(num_pillars=32)
-        torch.manual_seed(args.seed)
-        model = PillarReranker(builder.num_features, hidden_channels=64)
-        result = Trainer(model, builder, TrainConfig(epochs=args.epochs, seed=args.seed),
-                         device=args.device).fit(train, dev)
+        fitted = fit_reranker(train, dev, {"num_pillars": 32}, {"hidden_channels": 64},
+                              TrainConfig(epochs=args.epochs, seed=args.seed), device=args.device)
         info = {"trained_on": "train split", "selected_on": "dev split", "epochs": args.epochs,
-                "model": model.to_config(), "builder": builder.config, "fusion": result.fusion}
-    learned = rerank(model, test, fusion=1.0, device=args.device).sim_i2t
-    fused = rerank(model, test, device=args.device).sim_i2t
+                **fitted.settings()}
+        scores = fitted.rescore(test, device=args.device)
     info["seconds"] = round(time.perf_counter() - t0, 1)
     # uses the intra matrices and a labelled train split; no bank, not transductive
     needs = {"intra": True, "bank": False, "embeddings": False, "transductive": False}
     label = "pillargraph, trained on the labelled train split (learned scores)"
     label_fused = "pillargraph, trained on the labelled train split (+ dev-selected base fusion)"
-    extra = {label: {"i2t": learned, "t2i": learned}, label_fused: {"i2t": fused, "t2i": fused}}
+    extra = {label: scores["learned"], label_fused: scores["fused"]}
     return extra, {label: needs, label_fused: needs}, info
 
 

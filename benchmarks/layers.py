@@ -24,21 +24,16 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
+from pillargraph.baselines import evaluate_rescored
 from pillargraph.data.synthetic import synthetic_splits
-from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
-from pillargraph.nn import PillarReranker
-from pillargraph.rerank import rerank
-from pillargraph.train import TrainConfig, Trainer
+from pillargraph.train import TrainConfig, fit_reranker
 
 
 def variants(layers, ablations: bool, attend: str):
@@ -69,16 +64,14 @@ def load_data(kind: str, seed: int, args):
 
 def run_one(split, name, model_kw, builder_kw, train_kw, seed, args):
     train, dev, test = split
-    builder = PillarGraphBuilder(num_pillars=args.num_pillars, **builder_kw)
-    torch.manual_seed(seed)
-    model = PillarReranker(builder.num_features, hidden_channels=args.hidden, heads=args.heads, **model_kw)
     config = TrainConfig(epochs=args.epochs, seed=seed, **train_kw)
-    t0 = time.perf_counter()
-    result = Trainer(model, builder, config, device=args.device).fit(train, dev)
-    seconds = time.perf_counter() - t0
-    graphs = {d: builder.build(test, d) for d in ("i2t", "t2i")}
-    learned = evaluate(rerank(model, test, builder, fusion=1.0, graphs=graphs, device=args.device))
-    fused = evaluate(rerank(model, test, builder, graphs=graphs, device=args.device))
+    fitted = fit_reranker(train, dev, {"num_pillars": args.num_pillars, **builder_kw},
+                          {"hidden_channels": args.hidden, "heads": args.heads, **model_kw}, config,
+                          device=args.device)
+    model, result, seconds = fitted.model, fitted.result, fitted.seconds
+    scores = fitted.rescore(test, device=args.device)
+    learned = evaluate_rescored(scores["learned"], test)
+    fused = evaluate_rescored(scores["fused"], test)
     return {"variant": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
             "train_s": seconds, "best_epoch": result.best_epoch, "fusion": result.fusion,
             "learned": learned, "fused": fused}

@@ -56,7 +56,8 @@ from .modality import DIRECTIONS
 
 __all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scores", "combine",
            "select_fusion_weights",
-           "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored"]
+           "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored",
+           "direction_scores"]
 
 #: What :func:`rerank` can return (see the module docstring).
 OUTPUTS = ("fused", "directions", "i2t", "t2i")
@@ -287,6 +288,13 @@ def rerank_scores(model: torch.nn.Module, bundle: "Split",
     graphs = _build(builder, bundle, DIRECTIONS, graphs)
     return {d: (graphs[d], score_graphs(model, graphs[d], batch_size=batch_size, device=device))
             for d in DIRECTIONS}
+
+
+def direction_scores(bundle: SimilarityBundle) -> Dict[str, Tensor]:
+    """A re-ranked bundle as one :obj:`[N, M]` matrix per direction, the layout of
+    :func:`~pillargraph.compare.compare` and :func:`~pillargraph.baselines.evaluate_rescored`
+    (``'i2t'`` ranks along rows, ``'t2i'`` along columns)."""
+    return {"i2t": bundle.sim_i2t, "t2i": bundle.t2i_scores.T}
 
 
 def _model_builder(model: torch.nn.Module) -> PillarGraphBuilder:

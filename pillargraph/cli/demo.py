@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
+from ..baselines import evaluate_rescored
 from ..data.synthetic import synthetic_splits
 from ..device import resolve_device
 from ..io import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate
-from ..rerank import rerank
-from ..train import Trainer
+from ..train import fit_reranker
 from . import CLIError
 from .train import add_model_arguments, components
 
@@ -45,17 +45,19 @@ def run(args: argparse.Namespace) -> int:
           f"captions, dev {dev.num_images}, test {test.num_images}")
     builder, model, config = components(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pillargraph-demo-"))
-    trainer = Trainer(model, builder, config, out_dir=out, device=device)
 
     def report(rec):
         dev_m = rec.get("dev", {})
         print(f"  epoch {rec['epoch'] + 1}: loss {rec.get('loss_total', float('nan')):.4f}  "
               f"dev rSum {dev_m.get('rsum', float('nan')):.2f}  ({rec['train_time_s']:.1f} s)")
-    result = trainer.fit(train, dev, resume=False, on_epoch_end=report)
+    fitted = fit_reranker(train, dev, builder, model, config, device=device, out_dir=out, progress=None,
+                          resume=False, on_epoch_end=report)
+    result = fitted.result
     print(f"best epoch {result.best_epoch + 1}, dev fusion weights {result.fusion}")
+    scores = fitted.rescore(test, device=device)
     rows = {"base": evaluate(test),
-            "re-ranked (learned)": evaluate(rerank(model, test, builder, fusion=1.0, device=device)),
-            "re-ranked (dev-fused)": evaluate(rerank(model, test, builder, device=device))}
+            "re-ranked (learned)": evaluate_rescored(scores["learned"], test),
+            "re-ranked (dev-fused)": evaluate_rescored(scores["fused"], test)}
     print(f"\ntest split ({test.num_images} images, {test.num_texts} captions):")
     print(comparison_table(rows))
     gain = rows["re-ranked (dev-fused)"]["rsum"] - rows["base"]["rsum"]

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 
+from ..bundle import SimilarityBundle
 from ..graphs import PillarGraphBuilder
 from ..nn import PillarReranker
+from ..rerank import combine_any, direction_scores, rerank_scores
 from .config import TrainConfig
 from .trainer import Trainer, TrainResult
 
@@ -47,6 +49,22 @@ class FittedReranker:
         """Whether the model reads other test queries (reciprocal node features)."""
         return self.builder.transductive
 
+    def rescore(self, test: SimilarityBundle, device: Union[str, torch.device, None] = None,
+                ) -> Dict[str, Dict[str, torch.Tensor]]:
+        """Re-rank ``test`` once, two ways: ``{'learned': ..., 'fused': ...}``.
+
+        ``'learned'`` is the learned scores alone (fusion weight 1), ``'fused'`` the
+        dev-selected fusion with the base; each is ``{'i2t': [N, M], 't2i': [N, M]}``
+        (see :func:`~pillargraph.rerank.direction_scores`). The graphs are built and
+        scored once for both.
+        """
+        fusion = self.result.fusion or {"i2t": 1.0, "t2i": 1.0, "output": "fused"}
+        output = str(fusion.get("output", "fused"))
+        scored = rerank_scores(self.model, test, self.builder, device=device)
+        return {"learned": direction_scores(combine_any(test, scored, 1.0, 1.0, output)),
+                "fused": direction_scores(combine_any(test, scored, float(fusion["i2t"]), float(fusion["t2i"]),
+                                                      output))}
+
     def settings(self) -> Dict[str, Any]:
         """The builder, model and training settings, for results files."""
         return {"builder": self.builder.config, "model": self.model.to_config(),
@@ -55,10 +73,11 @@ class FittedReranker:
 
 
 def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mapping[str, Any], None] = None,
-                 model: Optional[Mapping[str, Any]] = None, config: Optional[TrainConfig] = None,
-                 device: Union[str, torch.device, None] = None,
+                 model: Union[PillarReranker, Mapping[str, Any], None] = None,
+                 config: Optional[TrainConfig] = None, device: Union[str, torch.device, None] = None,
                  out_dir: Union[str, os.PathLike, None] = None, progress: Optional[bool] = False,
-                 seed: Optional[int] = None) -> FittedReranker:
+                 seed: Optional[int] = None, resume: bool = True,
+                 on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None) -> FittedReranker:
     """Build a builder and a matching model, train on ``train``, select epoch and fusion on ``dev``.
 
     Args:
@@ -67,13 +86,14 @@ def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mappin
             :class:`~pillargraph.data.SimilaritySource` (e.g. episodes).
         dev: the selection split.
         builder: a builder, or its keyword arguments (default: ``PillarGraphBuilder()``).
-        model: keyword arguments of :class:`~pillargraph.nn.PillarReranker`
-            beyond its input sizes (default: its defaults).
+        model: a :class:`~pillargraph.nn.PillarReranker` built for ``builder``, or
+            its keyword arguments beyond the input sizes (default: its defaults).
         config: training settings (default: ``TrainConfig()``).
         device: where to train (default: CPU).
         out_dir: run folder for checkpoints (default: none).
         progress: show progress bars (default: False).
-        seed: initialises the model's weights (default: ``config.seed``).
+        seed: initialises the model's weights when it is built here (default: ``config.seed``).
+        resume, on_epoch_end: passed to :meth:`~pillargraph.train.Trainer.fit`.
 
     Returns:
         A :class:`FittedReranker`.
@@ -81,8 +101,12 @@ def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mappin
     if not isinstance(builder, PillarGraphBuilder):
         builder = PillarGraphBuilder(**dict(builder or {}))
     config = config or TrainConfig()
-    torch.manual_seed(config.seed if seed is None else seed)
-    net = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features, **dict(model or {}))
+    if isinstance(model, PillarReranker):
+        net = model
+    else:
+        torch.manual_seed(config.seed if seed is None else seed)
+        net = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features, **dict(model or {}))
     t0 = time.perf_counter()
-    result = Trainer(net, builder, config, out_dir=out_dir, device=device, progress=progress).fit(train, dev)
+    trainer = Trainer(net, builder, config, out_dir=out_dir, device=device, progress=progress)
+    result = trainer.fit(train, dev, resume=resume, on_epoch_end=on_epoch_end)
     return FittedReranker(net, builder, result, time.perf_counter() - t0)
