@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data.files import npz_format
 from .graphs.batch import GraphBatch
 from .graphs.builder import PillarGraphBuilder
 from .graphs.dataset import QueryGraphDataset
@@ -231,6 +232,11 @@ class ShardPart:
             FileNotFoundError: no such file.
             ValueError: not a part file (the message names the file).
         """
+        kind = npz_format(path)
+        if kind is not None:
+            what = {"bundle": "a bundle", "lists": "neighbour lists"}.get(kind, kind)
+            raise ValueError(f"{path}: holds {what}, not a re-ranking part (parts are written by "
+                             f"`pillargraph rerank --shard I/N`)")
         arrays = read_npz(path, "re-ranking part", _KEYS, required=_KEYS)
         try:
             meta = json.loads(str(arrays["meta"][()]))
