@@ -30,7 +30,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from .io import atomic_write, read_npz
 from .modality import DIRECTIONS
 from .rerank import OUTPUTS, FusionChoice, Scored, Split, combine_any, rerank_scores
 
-__all__ = ["ShardPart", "ShardScores", "parse_shard", "shard_range", "file_fingerprint", "resolve_fusion",
+__all__ = ["ShardPart", "ShardScores", "parse_shard", "shard_from_env", "shard_range", "file_fingerprint", "resolve_fusion",
            "rerank_shard", "check_parts", "check_fingerprint", "merge_scores", "merge_parts",
            "PART_FORMAT"]
 
@@ -69,6 +69,23 @@ def parse_shard(text: str) -> Tuple[int, int]:
     if count < 1 or not 1 <= index <= count:
         raise ValueError(f"shard: expected I/N with 1 <= I <= N, got {text!r}")
     return index, count
+
+
+def shard_from_env(env: Optional[Mapping[str, str]] = None) -> Tuple[int, int]:
+    """``(I, N)`` of this process under ``torchrun``: ``(RANK + 1, WORLD_SIZE)`` (``(1, 1)`` outside it).
+
+    Raises:
+        ValueError: ``RANK`` or ``WORLD_SIZE`` is not an integer, or the rank is out of range.
+    """
+    env = os.environ if env is None else env
+    try:
+        rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise ValueError(f"shard: RANK and WORLD_SIZE must be integers, got RANK={env.get('RANK')!r} "
+                         f"WORLD_SIZE={env.get('WORLD_SIZE')!r}") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard: expected 0 <= RANK < WORLD_SIZE, got RANK={rank} WORLD_SIZE={world}")
+    return rank + 1, world
 
 
 def shard_range(num_queries: int, index: int, count: int, block: int = 1) -> Tuple[int, int]:

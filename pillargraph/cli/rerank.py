@@ -9,7 +9,7 @@ from ..data.files import load_split
 from ..device import resolve_device
 from ..io import ensure_writable_dir
 from ..rerank import OUTPUTS, evaluate_any, rerank
-from ..shard import file_fingerprint, parse_shard, rerank_shard
+from ..shard import file_fingerprint, parse_shard, rerank_shard, shard_from_env
 from ..train import model_from_checkpoint
 from . import CLIError
 from .evaluate import format_metrics
@@ -36,10 +36,22 @@ def parse_fusion(text: Optional[str]) -> Union[float, Tuple[float, float], None]
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def shard_of(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``--shard``: ``I/N``, or ``torchrun`` (``RANK + 1`` of ``WORLD_SIZE``); ``None`` when not given."""
+    if text is None:
+        return None
+    return shard_from_env() if text == "torchrun" else parse_shard(text)
+
+
 def run(args: argparse.Namespace) -> int:
+    shard = shard_of(args.shard)
+    if shard is not None and args.shard == "torchrun":
+        if "{shard}" not in args.out and shard[1] > 1:
+            raise CLIError("--out: under --shard torchrun every process writes its own part; put {shard} in "
+                           "the name, e.g. part-{shard}.npz")
+        args.out = args.out.replace("{shard}", str(shard[0]))
     out = Path(args.out)
     check_out(out, args.force)
-    shard = parse_shard(args.shard) if args.shard is not None else None
     if args.batch_size < 1:
         raise CLIError(f"--batch-size: must be positive, got {args.batch_size}")
     device = resolve_device(args.device)
@@ -88,7 +100,8 @@ def add_parser(sub) -> None:
                         "(default: the dev-selected weights stored in the checkpoint; 0 = base ranking)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="score only shard I (from 1) of N of each direction's queries and write a part file; "
-                        "`pillargraph merge` assembles the N parts into the unsharded result")
+                        "`pillargraph merge` assembles the N parts into the unsharded result; 'torchrun' takes "
+                        "I/N from RANK and WORLD_SIZE (put {shard} in --out)")
     p.add_argument("--batch-size", type=int, default=1024,
                    help="graphs per forward pass; shards are cut on its multiples (default: 1024)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cpu)")

@@ -79,3 +79,20 @@ def test_bad_parts_are_one_line_errors(files, tmp_path, capsys):
     assert rerank(files, "test.npz", tmp_path / "x.npz", "--shard", "4/3") == 2
     assert "shard: expected I/N with 1 <= I <= N" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_shard_from_torchrun_environment(files, tmp_path, capsys, monkeypatch):
+    assert rerank(files, "test.npz", tmp_path / "full.npz") == 0
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert rerank(files, "test.npz", tmp_path / "part-{shard}.npz", "--shard", "torchrun") == 0
+        assert f"shard {rank + 1}/2" in capsys.readouterr().out
+    assert main(["merge", str(tmp_path / "part-1.npz"), str(tmp_path / "part-2.npz"),
+                 "--out", str(tmp_path / "merged.npz")]) == 0
+    same_npz(tmp_path / "merged.npz", tmp_path / "full.npz")
+    assert rerank(files, "test.npz", tmp_path / "part.npz", "--shard", "torchrun") == 2
+    assert "put {shard} in the name" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "2")
+    assert rerank(files, "test.npz", tmp_path / "p{shard}.npz", "--shard", "torchrun") == 2
+    assert "expected 0 <= RANK < WORLD_SIZE" in capsys.readouterr().err
