@@ -21,7 +21,7 @@ from ..io import OutputError
 __all__ = ["main", "CLIError", "build_parser"]
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "train", "rerank", "evaluate", "neighbors", "synthetic", "baseline")
+COMMANDS = ("demo", "train", "rerank", "merge", "evaluate", "neighbors", "synthetic", "baseline")
 
 
 class CLIError(Exception):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from ..data.files import load_split
 from ..device import resolve_device
 from ..graphs import PillarGraphBuilder
@@ -12,6 +14,7 @@ from ..io import ensure_writable_dir
 from ..losses import LOSS_DEFAULTS
 from ..nn import PillarReranker
 from ..train import TrainConfig, Trainer
+from ..train.distributed import DistributedTrainer, init_from_env, shutdown
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +67,6 @@ def components(args: argparse.Namespace):
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, patience=args.patience, seed=args.seed,
                          compile=args.compile, **losses)
-    import torch
     torch.manual_seed(args.seed)
     model = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features,
                            layer=args.layer, hidden_channels=args.hidden,
@@ -75,16 +77,28 @@ def components(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; under ``torchrun`` every process runs this, rank 0 alone writes and prints."""
     device = resolve_device(args.device)
-    ensure_writable_dir(args.out)  # before the splits are read and an epoch is spent
-    train = load_split(args.train)
-    dev = load_split(args.dev)
-    builder, model, config = components(args)
-    trainer = Trainer(model, builder, config, out_dir=args.out, device=device)
-    result = trainer.fit(train, dev, resume=args.resume)
-    print(json.dumps({"best_epoch": result.best_epoch, "best_dev_rsum": result.best_dev_rsum,
-                      "epochs_run": result.epochs_run, "fusion": result.fusion,
-                      "checkpoint": str(args.out) + "/best.pt"}, indent=2))
+    context = init_from_env(device)  # one process unless started by torchrun
+    try:
+        if context.distributed and device.type == "cuda":
+            device = torch.device("cuda", context.local_rank)
+        if context.is_main:
+            ensure_writable_dir(args.out)  # before the splits are read and an epoch is spent
+        train = load_split(args.train)
+        dev = load_split(args.dev)
+        builder, model, config = components(args)
+        if context.distributed:
+            trainer = DistributedTrainer(model, builder, config, out_dir=args.out, device=device, context=context)
+        else:
+            trainer = Trainer(model, builder, config, out_dir=args.out, device=device)
+        result = trainer.fit(train, dev, resume=args.resume)
+    finally:
+        shutdown(context)
+    if context.is_main:
+        print(json.dumps({"best_epoch": result.best_epoch, "best_dev_rsum": result.best_dev_rsum,
+                          "epochs_run": result.epochs_run, "fusion": result.fusion,
+                          "checkpoint": str(args.out) + "/best.pt"}, indent=2))
     return 0
 
 

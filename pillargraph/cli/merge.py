@@ -1,0 +1,45 @@
+"""``pillargraph merge PART.npz ... --out OUT.npz``: assemble the parts of a sharded ``rerank``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data.files import load_split
+from ..rerank import evaluate_any
+from ..shard import ShardPart, check_fingerprint, check_parts, merge_parts
+from . import CLIError
+from .evaluate import format_metrics
+from .rerank import check_out
+
+__all__ = ["add_parser", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    check_out(out, args.force)
+    parts = check_parts([ShardPart.load(p) for p in args.parts])  # before the split is read
+    split_path = args.split or parts[0].split_path
+    if split_path is None:
+        raise CLIError("--split: the parts record no split file; pass the bundle or lists they were made from")
+    check_fingerprint(parts, split_path)
+    split = load_split(split_path)
+    result = merge_parts(parts, split)
+    result.save(out)
+    print(format_metrics(evaluate_any(split), "base"))
+    print(format_metrics(evaluate_any(result), f"re-ranked ({parts[0].output} output, fusion weights "
+                                                f"{parts[0].fusion}, {len(parts)} shards)"))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("merge", help="assemble the parts of a sharded rerank",
+                       description="Assemble the N part files of `pillargraph rerank --shard I/N` into the "
+                                   "result the unsharded `pillargraph rerank` writes.")
+    p.add_argument("parts", nargs="+", help="the part files, one per shard, in any order")
+    p.add_argument("--out", required=True, help="output .npz: the re-ranked bundle or neighbour lists")
+    p.add_argument("--split", default=None,
+                   help="the bundle or lists the parts were made from (default: the path recorded in the parts; "
+                        "checked against their fingerprint either way)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=run)

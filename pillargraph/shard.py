@@ -1,0 +1,402 @@
+r"""Sharded re-ranking: split a split's queries over workers, then merge their parts.
+
+A worker re-ranks shard ``I`` of ``N`` (``I`` counted from 1) with
+:func:`rerank_shard`: a contiguous slice of each direction's queries (image
+queries for ``i2t``, caption queries for ``t2i``). It builds and scores only
+those queries' graphs and keeps their **raw learned scores** in a
+:class:`ShardPart`, not a re-scored matrix: the ``'fused'`` output averages the
+two directions' write-backs, so the rows of one shard depend on the columns
+re-scored by the others, and only the complete set of learned scores determines
+the result. :func:`merge_parts` checks that the parts are exactly the ``N``
+shards of one run (same checkpoint, split, fusion weights and output mode) and
+hands the concatenated scores to :func:`~pillargraph.rerank.combine_any`, the
+function :func:`~pillargraph.rerank.rerank` ends with, so the merge equals the
+unsharded result for every output mode of :data:`~pillargraph.rerank.OUTPUTS`.
+
+**Exactness.** Shards are cut on multiples of the scoring batch size
+(:func:`shard_range`), so every shard runs exactly the forward passes the
+unsharded run makes for its queries: the merged result is bit-for-bit the
+unsharded one (same batch size, same device type), even where a kernel's
+rounding depends on the batch shape.
+
+**Identity of the inputs.** A part records a :func:`file_fingerprint` (size
+and SHA-256) of the checkpoint and of the split file; parts made from other
+inputs cannot be merged, nor merged into another split.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data.files import npz_format
+from .graphs.batch import GraphBatch
+from .graphs.builder import PillarGraphBuilder
+from .graphs.dataset import QueryGraphDataset
+from .io import atomic_write, read_npz
+from .modality import DIRECTIONS
+from .rerank import OUTPUTS, FusionChoice, Scored, Split, combine_any, rerank_scores
+
+__all__ = ["ShardPart", "ShardScores", "parse_shard", "shard_from_env", "shard_range", "file_fingerprint", "resolve_fusion",
+           "rerank_shard", "check_parts", "check_fingerprint", "merge_scores", "merge_parts",
+           "PART_FORMAT"]
+
+#: Written into every part file; :meth:`ShardPart.load` refuses other formats.
+PART_FORMAT = "pillargraph-rerank-part/1"
+
+_ARRAYS = ("node_type", "candidate_mask", "node_index", "base_score", "learned")
+_KEYS = ("meta",) + tuple(f"{d}_{a}" for d in DIRECTIONS for a in _ARRAYS)
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """``'I/N'`` as ``(I, N)``, with ``1 <= I <= N``.
+
+    Raises:
+        ValueError: not two positive integers ``I/N`` with ``I <= N``.
+    """
+    parts = str(text).split("/")
+    try:
+        index, count = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"shard: expected I/N (e.g. 2/4, I counted from 1), got {text!r}") from None
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"shard: expected I/N with 1 <= I <= N, got {text!r}")
+    return index, count
+
+
+def shard_from_env(env: Optional[Mapping[str, str]] = None) -> Tuple[int, int]:
+    """``(I, N)`` of this process under ``torchrun``: ``(RANK + 1, WORLD_SIZE)`` (``(1, 1)`` outside it).
+
+    Raises:
+        ValueError: ``RANK`` or ``WORLD_SIZE`` is not an integer, or the rank is out of range.
+    """
+    env = os.environ if env is None else env
+    try:
+        rank, world = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise ValueError(f"shard: RANK and WORLD_SIZE must be integers, got RANK={env.get('RANK')!r} "
+                         f"WORLD_SIZE={env.get('WORLD_SIZE')!r}") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard: expected 0 <= RANK < WORLD_SIZE, got RANK={rank} WORLD_SIZE={world}")
+    return rank + 1, world
+
+
+def shard_range(num_queries: int, index: int, count: int, block: int = 1) -> Tuple[int, int]:
+    """The queries ``[start, stop)`` of shard ``index`` (from 1) of ``count``.
+
+    The ``ceil(num_queries / block)`` blocks of ``block`` consecutive queries are
+    dealt out as evenly as contiguity allows (shard sizes differ by at most one
+    block); later shards may be empty when there are fewer blocks than shards.
+
+    Args:
+        num_queries: queries of the direction.
+        index: the shard, ``1 <= index <= count``.
+        count: number of shards.
+        block: shard boundaries fall on multiples of ``block`` (the scoring
+            batch size makes the shards' forward passes those of the unsharded run).
+    """
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"shard: expected 1 <= index <= count, got {index}/{count}")
+    if block < 1:
+        raise ValueError(f"block: must be positive, got {block}")
+    blocks = -(-num_queries // block)
+    start, stop = (index - 1) * blocks // count * block, index * blocks // count * block
+    return min(start, num_queries), min(stop, num_queries)
+
+
+def file_fingerprint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """``{'size': bytes, 'sha256': hex digest}`` of a file's contents (read in 1 MiB pieces).
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for piece in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(piece)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def resolve_fusion(model: torch.nn.Module, fusion: Any = None, output: Optional[str] = None
+                   ) -> Tuple[float, float, str]:
+    """``(w_i2t, w_t2i, output)`` exactly as :func:`~pillargraph.rerank.rerank` resolves its arguments.
+
+    Args:
+        model: the trained model (its ``fusion_weights`` are the default).
+        fusion: one weight, ``(w_i2t, w_t2i)``, a :class:`~pillargraph.rerank.FusionChoice`,
+            its dict form, or ``None`` (the model's stored weights, else ``1.0``).
+        output: one of :data:`~pillargraph.rerank.OUTPUTS` (default: the mode the
+            stored weights were chosen for, else ``'fused'``).
+    """
+    if fusion is None:
+        fusion = getattr(model, "fusion_weights", None) or 1.0
+    if isinstance(fusion, FusionChoice):
+        w_i2t, w_t2i, stored = fusion.i2t, fusion.t2i, fusion.output
+    elif isinstance(fusion, dict):
+        w_i2t, w_t2i, stored = float(fusion["i2t"]), float(fusion["t2i"]), str(fusion.get("output", "fused"))
+    elif isinstance(fusion, (tuple, list)):
+        if len(fusion) != 2:
+            raise ValueError(f"fusion: expected one weight or (w_i2t, w_t2i), got {fusion!r}")
+        w_i2t, w_t2i, stored = float(fusion[0]), float(fusion[1]), "fused"
+    else:
+        w_i2t = w_t2i = float(fusion)
+        stored = "fused"
+    output = output if output is not None else stored
+    if output not in OUTPUTS:
+        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
+    return w_i2t, w_t2i, output
+
+
+@dataclass
+class ShardScores:
+    """One direction's share of a shard: its queries ``[start, stop)`` and their learned scores.
+
+    Args:
+        start, stop: the queries of the shard (in the direction's query modality).
+        node_type, candidate_mask: :obj:`[K]` layout of the direction's graphs.
+        node_index: :obj:`[Q, K]` node ids of each query's graph.
+        base_score: :obj:`[Q, K]` base scores of the nodes.
+        learned: :obj:`[Q, K]` learned scores (:func:`~pillargraph.rerank.score_graphs`).
+    """
+
+    start: int
+    stop: int
+    node_type: Tensor
+    candidate_mask: Tensor
+    node_index: Tensor
+    base_score: Tensor
+    learned: Tensor
+
+    def graphs(self, direction: str) -> GraphBatch:
+        """The scored graphs' layout and node ids as a :class:`GraphBatch` without features.
+
+        ``x`` has no feature columns and ``adj`` is a broadcast zero: enough for
+        the write-back, which reads only the layout, the query and node ids.
+        """
+        q, k = self.node_index.shape
+        return GraphBatch(direction, torch.zeros(q, k, 0), torch.zeros(()).expand(q, k, k), self.node_type,
+                          self.candidate_mask, torch.arange(self.start, self.stop), self.node_index,
+                          self.base_score)
+
+
+@dataclass
+class ShardPart:
+    """What one worker's :func:`rerank_shard` produced (see the module docstring).
+
+    Args:
+        index, count: shard ``index`` (from 1) of ``count``.
+        num_queries: ``{direction: queries of the whole split}``.
+        scores: ``{direction: ShardScores}``.
+        fusion: ``(w_i2t, w_t2i)`` used for the write-back.
+        output: the output mode (:data:`~pillargraph.rerank.OUTPUTS`).
+        batch_size: graphs per forward pass (shard boundaries are its multiples).
+        inputs: ``{'checkpoint': fingerprint, 'split': fingerprint}`` (see :func:`file_fingerprint`).
+        split_path: where the split was read from (the merge's default split).
+        source: the file the part was loaded from (not saved; for messages).
+    """
+
+    index: int
+    count: int
+    num_queries: Dict[str, int]
+    scores: Dict[str, ShardScores]
+    fusion: Tuple[float, float]
+    output: str
+    batch_size: int
+    inputs: Dict[str, Any] = field(default_factory=dict)
+    split_path: Optional[str] = None
+    source: Optional[str] = field(default=None, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The part's file name, or ``'shard I/N'`` for a part not read from a file."""
+        return self.source if self.source is not None else f"shard {self.index}/{self.count}"
+
+    def ranges(self) -> Dict[str, Tuple[int, int]]:
+        """``{direction: (start, stop)}`` of the shard's queries."""
+        return {d: (s.start, s.stop) for d, s in self.scores.items()}
+
+    def meta(self) -> Dict[str, Any]:
+        """Everything but the arrays, JSON-friendly (what :meth:`save` writes as ``meta``)."""
+        return {"format": PART_FORMAT, "shard": self.index, "count": self.count,
+                "num_queries": dict(self.num_queries), "ranges": {d: list(r) for d, r in self.ranges().items()},
+                "fusion": list(self.fusion), "output": self.output, "batch_size": self.batch_size,
+                "inputs": self.inputs, "split_path": self.split_path}
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write the part to ``path`` (an uncompressed ``.npz`` of plain arrays, atomically)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise ValueError(f"path: expected a .npz file name, got {path.name!r}")
+        arrays = {"meta": np.array(json.dumps(self.meta(), sort_keys=True))}
+        for d, s in self.scores.items():
+            arrays.update({f"{d}_{a}": getattr(s, a).detach().cpu().numpy() for a in _ARRAYS})
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "ShardPart":
+        """Read a part written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a part file (the message names the file).
+        """
+        kind = npz_format(path)
+        if kind is not None:
+            what = {"bundle": "a bundle", "lists": "neighbour lists"}.get(kind, kind)
+            raise ValueError(f"{path}: holds {what}, not a re-ranking part (parts are written by "
+                             f"`pillargraph rerank --shard I/N`)")
+        arrays = read_npz(path, "re-ranking part", _KEYS, required=_KEYS)
+        try:
+            meta = json.loads(str(arrays["meta"][()]))
+            if meta.get("format") != PART_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}")
+            scores = {d: ShardScores(*meta["ranges"][d], **{a: torch.from_numpy(arrays[f"{d}_{a}"])
+                                                            for a in _ARRAYS}) for d in DIRECTIONS}
+            return cls(int(meta["shard"]), int(meta["count"]), {d: int(meta["num_queries"][d]) for d in DIRECTIONS},
+                       scores, tuple(float(w) for w in meta["fusion"]), str(meta["output"]),
+                       int(meta["batch_size"]), dict(meta["inputs"]), meta.get("split_path"), str(path))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a pillargraph re-ranking part ({PART_FORMAT}): {err}") from None
+
+
+def _builder_of(model: torch.nn.Module) -> PillarGraphBuilder:
+    cfg = getattr(model, "builder_config", None)
+    if not cfg:
+        raise ValueError("builder: pass the PillarGraphBuilder the model was trained with "
+                         "(the model carries no builder_config)")
+    return PillarGraphBuilder(**cfg)
+
+
+def rerank_shard(model: torch.nn.Module, split: Split, index: int, count: int, *,
+                 builder: Optional[PillarGraphBuilder] = None, fusion: Any = None, output: Optional[str] = None,
+                 batch_size: int = 1024, device: Union[str, torch.device, None] = None,
+                 inputs: Optional[Dict[str, Any]] = None, split_path: Optional[str] = None) -> ShardPart:
+    """Score shard ``index`` (from 1) of ``count`` of ``split``'s queries, in both directions.
+
+    Takes the arguments of :func:`~pillargraph.rerank.rerank`; :func:`merge_parts`
+    of the ``count`` parts equals ``rerank(model, split, builder, fusion=fusion,
+    output=output, batch_size=batch_size)``.
+
+    Args:
+        model: a trained :class:`~pillargraph.nn.PillarReranker`.
+        split: the whole split (graphs of the shard's queries read all of it).
+        index, count: which shard.
+        builder: the training graph builder (default: from ``model.builder_config``).
+        fusion, output: as for :func:`~pillargraph.rerank.rerank` (resolved now and recorded).
+        batch_size: graphs per forward pass; shards are cut on its multiples.
+        device: where the model runs.
+        inputs: fingerprints of the input files to record (see :func:`file_fingerprint`).
+        split_path: the split's file, recorded as the merge's default split.
+    """
+    w_i2t, w_t2i, output = resolve_fusion(model, fusion, output)
+    builder = builder if builder is not None else _builder_of(model)
+    num_queries = {"i2t": split.num_images, "t2i": split.num_texts}
+    ranges = {d: shard_range(num_queries[d], index, count, batch_size) for d in DIRECTIONS}
+    graphs = {d: builder.build(split, d, torch.arange(*ranges[d])) for d in DIRECTIONS}
+    scored = rerank_scores(model, split, builder, graphs, batch_size=batch_size, device=device)
+    scores = {}
+    for d, (ds, learned) in scored.items():
+        g = ds.graphs
+        scores[d] = ShardScores(*ranges[d], g.node_type.cpu(), g.candidate_mask.cpu(), g.node_index.cpu(),
+                                g.base_score.cpu(), learned.cpu())
+    return ShardPart(index, count, num_queries, scores, (w_i2t, w_t2i), output, batch_size,
+                     dict(inputs or {}), split_path)
+
+
+def _settings(part: ShardPart) -> Dict[str, Any]:
+    """What every part of one run must share."""
+    return {"shard count": part.count, "input files": part.inputs, "query counts": part.num_queries,
+            "fusion weights": part.fusion, "output mode": part.output, "batch size": part.batch_size}
+
+
+def check_parts(parts: Sequence[ShardPart]) -> List[ShardPart]:
+    """The parts in shard order, after checking that they are exactly the ``N`` shards of one run.
+
+    Raises:
+        ValueError: one line naming the problem: no parts, parts of different
+            runs (count, input fingerprints, fusion, output or batch size), a
+            repeated shard, a missing shard, or a part whose query ranges are
+            not its shard's.
+    """
+    if not parts:
+        raise ValueError("parts: no part files given")
+    first = parts[0]
+    ref = _settings(first)
+    for p in parts[1:]:
+        other = _settings(p)
+        diff = [k for k in ref if ref[k] != other[k]]
+        if diff:
+            raise ValueError(f"{p.name}: not from the same run as {first.name} (different {', '.join(diff)})")
+    seen: Dict[int, ShardPart] = {}
+    for p in parts:
+        if p.index in seen:
+            raise ValueError(f"shard {p.index}/{p.count} given twice: {seen[p.index].name} and {p.name}")
+        seen[p.index] = p
+    missing = [i for i in range(1, first.count + 1) if i not in seen]
+    if missing:
+        raise ValueError(f"missing shard(s) {', '.join(map(str, missing))} of {first.count} "
+                         f"(got {', '.join(map(str, sorted(seen)))})")
+    for p in parts:
+        want = {d: shard_range(p.num_queries[d], p.index, p.count, p.batch_size) for d in DIRECTIONS}
+        if p.ranges() != want:
+            raise ValueError(f"{p.name}: query ranges {p.ranges()} are not those of shard {p.index}/{p.count} "
+                             f"({want}); the part is damaged")
+    return [seen[i] for i in range(1, first.count + 1)]
+
+
+def check_fingerprint(parts: Sequence[ShardPart], split_path: Union[str, os.PathLike]) -> None:
+    """Check that ``split_path`` is the split file the parts were made from (when they recorded one).
+
+    Raises:
+        ValueError: its size or SHA-256 differs from the recorded fingerprint.
+    """
+    recorded = parts[0].inputs.get("split") if parts else None
+    if recorded is None:
+        return
+    if file_fingerprint(split_path) != recorded:
+        raise ValueError(f"{split_path}: not the split the parts were made from (its size or SHA-256 differs "
+                         f"from the fingerprint recorded in {parts[0].name})")
+
+
+def merge_scores(parts: Sequence[ShardPart]) -> Scored:
+    """The checked parts' learned scores, concatenated: :func:`~pillargraph.rerank.rerank_scores`' result."""
+    parts = check_parts(parts)
+    scored = {}
+    for d in DIRECTIONS:
+        pieces = [p.scores[d] for p in parts]
+        whole = ShardScores(0, parts[0].num_queries[d], pieces[0].node_type, pieces[0].candidate_mask,
+                            *(torch.cat([getattr(s, a) for s in pieces]) for a in _ARRAYS[2:]))
+        scored[d] = (QueryGraphDataset(whole.graphs(d)), whole.learned)
+    return scored
+
+
+def merge_parts(parts: Sequence[ShardPart], split: Split) -> Split:
+    """The re-ranked ``split`` assembled from all its shards' parts.
+
+    The result is what the unsharded :func:`~pillargraph.rerank.rerank` returns.
+
+    Args:
+        parts: the ``N`` parts, in any order.
+        split: the split the parts were made from (the write-back starts from
+            its base scores).
+
+    Raises:
+        ValueError: the parts are not the ``N`` shards of one run (:func:`check_parts`),
+            or do not fit ``split``'s size.
+    """
+    parts = check_parts(parts)
+    sizes = {"i2t": split.num_images, "t2i": split.num_texts}
+    if sizes != parts[0].num_queries:
+        raise ValueError(f"split: has {sizes['i2t']} images and {sizes['t2i']} captions, the parts were made "
+                         f"from {parts[0].num_queries['i2t']} and {parts[0].num_queries['t2i']}")
+    w_i2t, w_t2i = parts[0].fusion
+    return combine_any(split, merge_scores(parts), w_i2t, w_t2i, parts[0].output)
