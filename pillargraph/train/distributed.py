@@ -185,9 +185,8 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, *args: Any, context: Optional[DistributedContext] = None, **kwargs: Any) -> None:
         self.context = context or DistributedContext()
-        if not self.context.is_main:
-            kwargs["out_dir"] = None
         super().__init__(*args, **kwargs)
+        self.writes_files = self.context.is_main
         self.scorer = None
         if self.context.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -218,7 +217,6 @@ class DistributedTrainer(Trainer):
         ctx = self.context
         if ctx.distributed:
             check_batches(train.num_texts, self.config.batch_size, ctx.world_size)
-            self._refuse_resume(resume)
         result = super().fit(train, dev, resume=resume, **kwargs)
         if ctx.distributed:
             shared = [result.best_epoch, result.best_dev_rsum, result.fusion]

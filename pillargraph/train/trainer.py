@@ -190,6 +190,9 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self._forward = torch.compile(self.step_loss) if c.compile else self.step_loss
         self._writer = None
+        #: whether this trainer writes into ``out_dir`` (False: it only reads ``last.pt`` / ``best.pt``
+        #: to resume, as the ranks other than 0 of a distributed run do)
+        self.writes_files = True
 
     # ------------------------------------------------------------ pieces
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -256,8 +259,13 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step,
                 "history": history, "best": best, "bad_evals": bad_evals, "fusion": fusion}
 
+    @property
+    def writing(self) -> bool:
+        """Whether checkpoints, logs and TensorBoard events go to ``out_dir``."""
+        return self.out_dir is not None and self.writes_files
+
     def _log(self, record: Dict[str, Any]) -> None:
-        if self.out_dir is None:
+        if not self.writing:
             return
         with open(self.out_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -271,7 +279,8 @@ class Trainer:
     def _open_run(self, resume: bool) -> Optional[Dict[str, Any]]:
         if self.out_dir is None:
             return None
-        ensure_writable_dir(self.out_dir)  # fail before an epoch is spent, not after
+        if self.writing:
+            ensure_writable_dir(self.out_dir)  # fail before an epoch is spent, not after
         last = self.out_dir / "last.pt"
         state = None
         if last.exists():
@@ -286,10 +295,13 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             # keep the log consistent with the checkpoint: drop epochs after it
-            atomic_write_text(self.out_dir / "metrics.jsonl",
-                               "".join(json.dumps(r) + "\n" for r in state["history"]))
-        else:
+            if self.writing:
+                atomic_write_text(self.out_dir / "metrics.jsonl",
+                                  "".join(json.dumps(r) + "\n" for r in state["history"]))
+        elif self.writing:
             (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if not self.writing:
+            return state
         atomic_write_text(self.out_dir / "config.json", json.dumps(
             {"version": __version__, "model": self.model.to_config(), "builder": self.builder.config,
              "train": self.config.to_dict()}, indent=2))
@@ -329,7 +341,7 @@ class Trainer:
                 self._keep_if_best(run, record)
             run.history.append(record)
             self._log(record)
-            if self.out_dir is not None:
+            if self.writing:
                 atomic_torch_save(self._state(epoch, run.step, run.history, run.best, run.bad_evals),
                                   self.out_dir / "last.pt")
             if on_epoch_end is not None:
@@ -402,7 +414,7 @@ class Trainer:
             run.best = {"rsum": record["dev"]["rsum"], "epoch": record["epoch"]}
             run.bad_evals = 0
             run.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.out_dir is not None:
+            if self.writing:
                 atomic_torch_save(self._state(record["epoch"], run.step, run.history + [record], run.best,
                                               run.bad_evals), self.out_dir / "best.pt")
         else:
@@ -414,7 +426,7 @@ class Trainer:
                                                      device=self.device)
         fusion = choice.as_dict()
         self.model.fusion_weights = fusion
-        if self.out_dir is not None and (self.out_dir / "best.pt").exists():
+        if self.writing and (self.out_dir / "best.pt").exists():
             best_ckpt = load_checkpoint(self.out_dir / "best.pt", self.device)
             best_ckpt["fusion"] = fusion
             atomic_torch_save(best_ckpt, self.out_dir / "best.pt")
