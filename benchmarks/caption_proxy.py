@@ -53,16 +53,17 @@ if __package__ in (None, ""):  # run as a script from the repository root
 import numpy as np
 import torch
 
-from pillargraph.baselines import QueryBank, available_rerankers, get_reranker
+from pillargraph.baselines import (QueryBank, TunedReranker, available_rerankers, get_reranker,
+                                   tune_reranker)
 from pillargraph.bundle import SimilarityBundle
 from pillargraph.compare import ComparisonReport, compare
-from pillargraph.data import caption_proxy_bundle
-from pillargraph.graphs import PillarGraphBuilder
+from pillargraph.data import ProxyEmbeddings, caption_proxy_bundle, caption_proxy_embeddings, coco5k_eccv_cxc
 from pillargraph.metrics import fold_slices
 from pillargraph.modality import DIRECTIONS
-from pillargraph.nn import PillarReranker
-from pillargraph.rerank import rerank
-from pillargraph.train import TrainConfig, Trainer
+from pillargraph.rerank import FusionChoice, combine_any, direction_scores, rerank_scores, select_fusion_weights
+from pillargraph.train import FittedReranker, TrainConfig, fit_reranker
+
+from benchmarks.common import VARIANTS, variant
 
 ENCODERS = ("minilm", "tfidf")
 DEFAULT_EPOCHS = 3
@@ -72,7 +73,17 @@ PROTOCOLS = {
     "coco1k": {"train": "coco_testall", "dev": "coco_dev", "test": "coco_testall",
                "title": "COCO 1K: 5-fold CV over the COCO 5K proxy (train 4 folds, select COCO dev, "
                         "test the 5th), averaged"},
+    # the paper's own setting: Flickr30K train (29,000 images, through episodes or neighbour lists)
+    "f30k": {"train": "f30k_train", "dev": "f30k_dev", "test": "f30k_test",
+             "title": "f30k: train Flickr30K-train proxy (29,000 images), select on Flickr30K dev, "
+                      "test Flickr30K test"},
+    "f30k-coco": {"train": "f30k_train", "dev": "coco_dev", "test": "coco_testall",
+                  "title": "f30k-coco: train Flickr30K-train proxy, select on COCO dev, test COCO 1K "
+                           "(5 folds, averaged) and COCO 5K"},
 }
+#: protocols that train on the Flickr30K-train proxy (one model per combo and seed, shared between them)
+PAPER_PROTOCOLS = ("f30k", "f30k-coco")
+TUNED, TUNED_FUSED = "{} (dev-tuned)", "{} (dev-tuned + fusion)"
 LEARNED = "pillargraph (learned)"
 LEARNED_FUSED = "pillargraph (learned + dev-selected base fusion)"
 # the learned re-ranker reads the intra matrices and was trained on a labelled split; no bank, one query at a time
@@ -169,40 +180,38 @@ def dev_bank(test: SimilarityBundle, dev: SimilarityBundle) -> Tuple[Optional[Qu
 
 
 # ------------------------------------------------------------------ learned re-ranker
-def train_model(train: SimilarityBundle, dev: SimilarityBundle, args) -> Tuple[PillarReranker, PillarGraphBuilder, Dict]:
-    builder = PillarGraphBuilder(num_pillars=32)
-    torch.manual_seed(args.seed)
-    model = PillarReranker(builder.num_features, hidden_channels=128)
-    t0 = time.perf_counter()
-    result = Trainer(model, builder, TrainConfig(epochs=args.epochs, seed=args.seed),
-                     device=args.device, progress=False).fit(train, dev)
+def train_model(train: SimilarityBundle, dev: SimilarityBundle, args) -> Tuple[FittedReranker, Dict]:
+    """The transfer/coco1k protocols' model: the ``--learned`` settings, one seed."""
+    cfg, config = learned_settings(args)
+    fitted = fit_reranker(train, dev, cfg["builder"], cfg["model"], TrainConfig(**{**config.to_dict(),
+                                                                                  "seed": args.seed}),
+                          device=args.device)
+    r = fitted.result
     info = {"train_images": train.num_images, "train_texts": train.num_texts,
-            "dev_images": dev.num_images, "epochs": args.epochs, "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch, "best_dev_rsum": result.best_dev_rsum,
-            "fusion": result.fusion, "train_seconds": round(time.perf_counter() - t0, 1),
+            "dev_images": dev.num_images, "epochs": args.epochs, "epochs_run": r.epochs_run,
+            "best_epoch": r.best_epoch, "best_dev_rsum": r.best_dev_rsum,
+            "fusion": r.fusion, "train_seconds": round(fitted.seconds, 1),
             "dev_history": [{"epoch": h["epoch"], "dev_rsum": h.get("dev", {}).get("rsum"),
-                             "train_time_s": round(h["train_time_s"], 1)} for h in result.history]}
-    return model, builder, info
+                             "train_time_s": round(h["train_time_s"], 1)} for h in r.history]}
+    return fitted, info
 
 
-def learned_extra(model: PillarReranker, builder: PillarGraphBuilder, test: SimilarityBundle,
-                  device: Optional[str]) -> Tuple[Dict, Dict, float]:
+def learned_extra(fitted: FittedReranker, test: SimilarityBundle, device: Optional[str]) -> Tuple[Dict, Dict, float]:
     t0 = time.perf_counter()
-    graphs = {d: builder.build(test, d) for d in DIRECTIONS}
-    alone = rerank(model, test, builder, fusion=1.0, graphs=graphs, device=device).sim_i2t
-    fused = rerank(model, test, builder, graphs=graphs, device=device).sim_i2t
-    extra = {LEARNED: {"i2t": alone, "t2i": alone}, LEARNED_FUSED: {"i2t": fused, "t2i": fused}}
-    return extra, {LEARNED: LEARNED_NEEDS, LEARNED_FUSED: LEARNED_NEEDS}, time.perf_counter() - t0
+    scores = fitted.rescore(test, device=device)
+    needs = dict(LEARNED_NEEDS, transductive=fitted.transductive)
+    extra = {LEARNED: scores["learned"], LEARNED_FUSED: scores["fused"]}
+    return extra, {LEARNED: needs, LEARNED_FUSED: needs}, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------ one test bundle
 def run_case(test: SimilarityBundle, dev: SimilarityBundle, train: SimilarityBundle,
              methods: Optional[List[str]], args) -> Tuple[ComparisonReport, Dict]:
-    model, builder, info = train_model(without_embeddings(train), without_embeddings(dev), args)
+    fitted, info = train_model(without_embeddings(train), without_embeddings(dev), args)
     log(f"    trained: best epoch {info['best_epoch']}, dev rSum {info['best_dev_rsum']:.2f}, "
         f"fusion {info['fusion']}, {info['train_seconds']}s")
-    extra, needs, secs = learned_extra(model, builder, test, args.device)
-    del model
+    extra, needs, secs = learned_extra(fitted, test, args.device)
+    del fitted
     bank, why = dev_bank(test, dev)
     info["bank"] = why or "dev split anchors/captions, cross-modal encoder"
     t0 = time.perf_counter()
@@ -277,6 +286,206 @@ def run_protocol(name: str, data: Bundles, args) -> Dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+# ------------------------------------------------------------------ paper-scale protocols (f30k, f30k-coco)
+class PaperData:
+    """The Flickr30K-train proxy of one combo, its models (one per seed) and dev tunings, shared by protocols."""
+
+    def __init__(self, cross: str, intra: str, args) -> None:
+        t0 = time.perf_counter()
+        self.emb: ProxyEmbeddings = caption_proxy_embeddings("f30k_train", cross, intra)
+        if args.train_images is not None:
+            self.emb = self.emb.subset(torch.arange(min(args.train_images, self.emb.num_images)))
+        self.train = (self.emb.episodes(args.episode_images) if args.episode_images
+                      else self.emb.lists(args.lists_k))
+        self.models: Dict[int, FittedReranker] = {}
+        self.tuned: Dict[str, Dict[str, TunedReranker]] = {}
+        log(f"  train proxy f30k_train ({cross}:{intra}): {self.emb.num_images} images x "
+            f"{self.emb.num_texts} captions as {self.train!r}, {time.perf_counter() - t0:.1f}s")
+
+    def tuning_bank(self, dev: SimilarityBundle, images: int = 1000) -> QueryBank:
+        """Bank methods are tuned on dev with a bank of training anchors and captions (never dev itself)."""
+        sub = self.emb.subset(torch.arange(min(images, self.emb.num_images))).bundle(keep_embeddings=True)
+        return QueryBank.from_embeddings(dev, bank_img_emb=sub.img_emb, bank_txt_emb=sub.txt_emb)
+
+
+def learned_settings(args) -> Tuple[Dict[str, Any], TrainConfig]:
+    """The learned re-ranker's settings: the dev-chosen variant (see learned_search.py) and epochs."""
+    cfg = variant(args.learned)
+    return cfg, TrainConfig(epochs=args.epochs, **cfg["train"])
+
+
+def fit_models(data: PaperData, dev: SimilarityBundle, args) -> Dict[int, FittedReranker]:
+    """One model per seed, epoch chosen on ``dev`` (the first protocol's dev split; later ones reuse it)."""
+    cfg, config = learned_settings(args)
+    for seed in args.seeds:
+        if seed not in data.models:
+            fitted = fit_reranker(data.train, without_embeddings(dev), cfg["builder"], cfg["model"],
+                                  config=TrainConfig(**{**config.to_dict(), "seed": seed}), device=args.device)
+            data.models[seed] = fitted
+            log(f"    seed {seed}: best epoch {fitted.result.best_epoch + 1}/{fitted.result.epochs_run}, dev rSum "
+                f"{fitted.result.best_dev_rsum:.2f}, fusion {fitted.result.fusion}, {fitted.seconds:.0f}s, "
+                f"peak RSS {peak_rss_gib():.1f} GiB")
+    return data.models
+
+
+def tune_all(data: PaperData, key: str, dev: SimilarityBundle, methods: List[str], args) -> Dict[str, TunedReranker]:
+    """Every training-free method's parameters and fusion chosen on ``dev`` (cached per dev split)."""
+    if key not in data.tuned:
+        bank = data.tuning_bank(dev)
+        data.tuned[key] = {}
+        for m in methods:
+            t0 = time.perf_counter()
+            try:
+                data.tuned[key][m] = tune_reranker(m, dev, bank=bank, device=args.device)
+            except (ValueError, RuntimeError) as err:
+                log(f"    tuning {m} failed: {err}")
+                continue
+            t = data.tuned[key][m]
+            log(f"    tuned {m} on {key}: {t.params} dev rSum {t.dev_default_rsum:.2f} -> {t.dev_rsum:.2f}, "
+                f"+fusion {t.fusion} {t.dev_fused_rsum:.2f} ({time.perf_counter() - t0:.1f}s)")
+    return data.tuned[key]
+
+
+def merge_seeds(report: ComparisonReport, seeds: List[int]) -> None:
+    """Replace the per-seed learned rows by their mean (per-seed rSum and spread kept on the row)."""
+    for label in (LEARNED, LEARNED_FUSED):
+        per = [report.row(f"{label} [seed {s}]") for s in seeds]
+        row = per[0]
+        keys = list(row.metrics)
+        row.metrics = {k: float(np.mean([p.metrics[k] for p in per])) for k in keys}
+        row.delta = {k: row.metrics[k] - report.base[k] for k in row.delta}
+        mp = [p.params.get("multi_positive") for p in per]
+        row.params = {"seeds": seeds, "rsum_per_seed": [p.metrics["rsum"] for p in per],
+                      "rsum_std": float(np.std([p.metrics["rsum"] for p in per]))}
+        if all(mp):
+            row.params["multi_positive"] = {k: float(np.mean([m[k] for m in mp])) for k in mp[0]}
+        row.method = label
+        report.rows = [r for r in report.rows if r not in per[1:]]
+
+
+def paper_case(test: SimilarityBundle, data: PaperData, fusions: Dict[int, FusionChoice],
+               tuned: Dict[str, TunedReranker], bank: Optional[QueryBank], methods: List[str], args,
+               multi_positive: bool = False) -> ComparisonReport:
+    """One test bundle: base, defaults, tuned, tuned + fusion, and the learned rows (mean over seeds).
+
+    Rows are scored one at a time (a 5K test's two score matrices take 800 MB per row); with
+    ``multi_positive`` (the COCO 5K caption proxy, anchor 0) each row also gets ECCV Caption and
+    CxC metrics in ``row.params['multi_positive']``.
+    """
+    rows, first = [], None
+    for label, make, flags in case_rows(test, data, fusions, tuned, bank, methods, args):
+        t0 = time.perf_counter()
+        try:
+            scores = make()
+        except ValueError as err:
+            log(f"    {label}: {err}")
+            continue
+        secs = time.perf_counter() - t0
+        rep = compare(test, methods=[], extra={label: scores}, extra_needs={label: flags})
+        row = rep.rows[-1]
+        row.seconds = secs
+        if multi_positive:
+            row.params["multi_positive"] = coco5k_eccv_cxc(scores, anchor=0)
+        rows.append(row)
+        first = first or rep
+        del scores
+    report = ComparisonReport(base=first.base, rows=rows, config=first.config)
+    if multi_positive:
+        report.config["base_multi_positive"] = coco5k_eccv_cxc(test, anchor=0)
+    merge_seeds(report, args.seeds)
+    log(f"    base rSum {report.base['rsum']:.2f}, learned {report.row(LEARNED).metrics['rsum']:.2f}, "
+        f"+fusion {report.row(LEARNED_FUSED).metrics['rsum']:.2f}, peak RSS {peak_rss_gib():.1f} GiB")
+    return report
+
+
+def case_rows(test: SimilarityBundle, data: PaperData, fusions: Dict[int, FusionChoice],
+              tuned: Dict[str, TunedReranker], bank: Optional[QueryBank], methods: List[str], args):
+    """``(label, make_scores, flags)`` of every row of a test case, each computed only when asked for."""
+    for m in methods:
+        cls = type(get_reranker(m))
+        flags = {k: v for k, v in cls.needs().items() if k in FLAGS}
+        yield m, (lambda cls=cls: cls()(test, bank=bank, device=args.device)), flags
+        if m in tuned:
+            t = tuned[m]
+            yield TUNED.format(m), (lambda t=t: t(test, bank=bank, device=args.device)), flags
+            yield TUNED_FUSED.format(m), (lambda t=t: t(test, bank=bank, fused=True, device=args.device)), flags
+    for seed, fitted in data.models.items():
+        flags = dict(LEARNED_NEEDS, transductive=fitted.transductive)
+        f = fusions[seed]
+        cache = {}
+
+        def scored(fitted=fitted, cache=cache):
+            if "s" not in cache:
+                cache["s"] = rerank_scores(fitted.model, test, fitted.builder, device=args.device)
+            return cache["s"]
+        yield (f"{LEARNED} [seed {seed}]",
+               lambda scored=scored, f=f: direction_scores(combine_any(test, scored(), 1.0, 1.0, f.output)), flags)
+        yield (f"{LEARNED_FUSED} [seed {seed}]",
+               lambda scored=scored, f=f: direction_scores(combine_any(test, scored(), f.i2t, f.t2i, f.output)), flags)
+        cache.clear()  # after both rows were made: the learned scores are freed
+
+
+def learned_info(data: PaperData, fusions: Dict[int, FusionChoice]) -> Dict[str, Any]:
+    f0 = data.models[min(data.models)]
+    return {"train_images": data.emb.num_images, "train_texts": data.emb.num_texts, "train_form": repr(data.train),
+            "settings": f0.settings(), "transductive": f0.transductive,
+            "seeds": {s: {"best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run,
+                          "best_dev_rsum": m.result.best_dev_rsum, "fusion": fusions[s].as_dict(),
+                          "train_seconds": round(m.seconds, 1),
+                          "dev_history": [{"epoch": h["epoch"], "dev_rsum": h.get("dev", {}).get("rsum")}
+                                          for h in m.result.history]}
+                      for s, m in data.models.items()},
+            # the single-run keys the report reads
+            "best_epoch": f0.result.best_epoch, "epochs_run": f0.result.epochs_run,
+            "best_dev_rsum": f0.result.best_dev_rsum, "fusion": fusions[min(fusions)].as_dict(),
+            "train_seconds": round(f0.seconds, 1)}
+
+
+def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List[Dict[str, Any]]:
+    """``f30k`` (test Flickr30K test) or ``f30k-coco`` (test COCO 1K folds and COCO 5K): result entries."""
+    spec = PROTOCOLS[name]
+    t0 = time.perf_counter()
+    dev = data.get(spec["dev"])
+    models = fit_models(paper, dev, args)
+    fusions = {s: select_fusion_weights(m.model, without_embeddings(dev), m.builder, device=args.device)
+               for s, m in models.items()}
+    tuned = tune_all(paper, spec["dev"], dev, args.methods, args)
+    tests = ([("f30k", spec["test"], [None])] if name == "f30k" else
+             [("coco1k", spec["test"], fold_slices(data.get(spec["test"]).num_images, args.folds)[:args.max_folds]),
+              ("coco5k", spec["test"], [None])])
+    results = []
+    for label, split, folds in tests:
+        if label == "coco5k" and args.skip_5k:
+            continue
+        full = data.get(split)
+        cases = []
+        for f, idx in enumerate(folds):
+            test = full if idx is None else full.subset(torch.as_tensor(idx))
+            log(f"  [{name}/{label}] test {split}{'' if idx is None else f' fold {f + 1}'}: "
+                f"{test.num_images} x {test.num_texts}")
+            bank, why = dev_bank(test, dev)
+            methods = args.methods if label != "coco5k" else args.methods_5k
+            report = paper_case(test, paper, fusions, tuned, bank, methods, args,
+                                multi_positive=label == "coco5k" and not args.limit)
+            cases.append((f"{split}" + ("" if idx is None else f" fold {f + 1}"), report, learned_info(paper, fusions)))
+        reports = [c[1] for c in cases]
+        table = (average_reports(reports) if len(reports) > 1 else
+                 {"base": reports[0].base, "rows": [dict(vars(r)) for r in reports[0].rows]})
+        results.append({"protocol": f"{name} ({label})", "title": spec["title"] + f" [{label}]",
+                        "splits": {k: spec[k] for k in ("train", "dev", "test")}, "methods": args.methods,
+                        "table": table, "tuned": {m: t.as_dict() for m, t in tuned.items()},
+                        "cases": [{"test": t, "learned": info, "report": json.loads(r.to_json())}
+                                  for t, r, info in cases],
+                        "seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak_rss_gib(), 2)})
+    return results
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far, GiB (Linux ru_maxrss is KiB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 # ------------------------------------------------------------------ reporting
 def _fmt_flag(v) -> str:
     return "?" if v is None else ("yes" if v else "-")
@@ -304,27 +513,84 @@ def summary_line(res: Dict) -> Dict[str, Any]:
             "fusion": [c["learned"]["fusion"] for c in res["cases"]]}
 
 
-def to_markdown(payload: Dict) -> str:
-    cfg = payload["config"]
-    out = [f"Command: `{payload['command']}`", "",
-           "**These are caption-proxy results on real captions (each image is stood in for by one of its own "
-           "captions; all retrieval is text-to-text), NOT image-text retrieval results, and are not "
-           "comparable to published image-text numbers.**", "",
-           f"Learned re-ranker: `PillarGraphBuilder(num_pillars=32)`, `PillarReranker(hidden_channels=128)` "
-           f"(neighbour attention), `TrainConfig(epochs={cfg['epochs']}, seed={cfg['seed']})`, best epoch and "
-           f"base-fusion weights selected on the protocol's dev split; CPU, {cfg['torch_threads']} torch "
-           f"threads on a shared machine. Training-free re-rankers run with their published defaults; bank "
-           f"methods use a query bank of the dev split's anchors and captions (the protocol's dev split, "
-           f"same cross-modal encoder) scored against the test gallery. Encoders: `minilm` = all-MiniLM-L6-v2, "
-           f"`tfidf` = raw TF-IDF fitted on the Flickr30K and COCO dev captions. Combo `CROSS:INTRA`: encoder "
-           f"of the cross-modal score : encoder of the intra-modal similarities.", ""]
-    if cfg.get("cuts"):
-        out += ["What was cut to fit the time budget:", ""] + [f"- {c}" for c in cfg["cuts"]] + [""]
-    if not cfg.get("complete", True):
-        out += [f"**Partial: {len(payload['results'])} of {len(cfg['combos']) * len(cfg['protocols'])} "
-                f"(combo, protocol) results so far.**", ""]
-    if cfg.get("limit"):
-        out += [f"Every split cut to its first {cfg['limit']} images (smoke run).", ""]
+def seed_lines(res: Dict) -> List[str]:
+    """Per-seed rSum of the learned rows (mean over the result's test cases) and their spread."""
+    out = []
+    for label in (LEARNED, LEARNED_FUSED):
+        per_case = [next(r for r in c["report"]["rows"] if r["method"] == label)["params"].get("rsum_per_seed")
+                    for c in res["cases"]]
+        if not per_case or per_case[0] is None:
+            return []
+        seeds = np.mean(np.asarray(per_case, dtype=float), axis=0)
+        out.append(f"- {label}: rSum per seed " + ", ".join(f"{x:.2f}" for x in seeds)
+                   + f" (mean {seeds.mean():.2f}, std {seeds.std():.2f}, range {seeds.max() - seeds.min():.2f})")
+    return ["", "Seeds:", ""] + out
+
+
+def multi_positive_lines(res: Dict) -> List[str]:
+    """ECCV Caption and CxC metrics of every row (COCO 5K caption proxy only)."""
+    case = res["cases"][0]["report"]
+    base = case["config"].get("base_multi_positive")
+    if base is None:
+        return []
+    keys = ("eccv_map_at_r_i2t", "eccv_map_at_r_t2i", "eccv_rprecision_i2t", "eccv_rprecision_t2i",
+            "eccv_i2t_r1", "eccv_t2i_r1", "cxc_i2t_r1", "cxc_t2i_r1")
+    out = ["", "Multi-positive view (ECCV Caption and CxC positives of MS-COCO 5K, mapped onto the caption "
+           "proxy with anchor 0: anchor captions leave the gallery and drop out as positives; computed by "
+           "`pillargraph.data.coco5k_eccv_cxc`, checked against `eccv_caption.Metrics`):", "",
+           "| method | ECCV mAP@R i2t | ECCV mAP@R t2i | ECCV R-P i2t | ECCV R-P t2i | ECCV R@1 i2t | "
+           "ECCV R@1 t2i | CxC R@1 i2t | CxC R@1 t2i |", "|---|" + "---:|" * len(keys)]
+    out.append("| base | " + " | ".join(f"{base[k]:.2f}" for k in keys) + " |")
+    for r in case["rows"]:
+        mp = r.get("params", {}).get("multi_positive")
+        if mp:
+            out.append(f"| {r['method']} | " + " | ".join(f"{mp[k]:.2f}" for k in keys) + " |")
+    return out
+
+
+def tuning_lines(res: Dict) -> List[str]:
+    """What each training-free method's dev tuning searched and chose."""
+    tuned = res.get("tuned")
+    if not tuned:
+        return []
+    out = ["", f"Dev tuning on {res['splits']['dev']} (grid points tried; chosen parameters; dev rSum at the "
+           "defaults -> tuned -> tuned + fusion; fusion weights):", "",
+           "| method | points | chosen | dev defaults | dev tuned | dev tuned + fusion | fusion i2t / t2i |",
+           "|---|---:|---|---:|---:|---:|---|"]
+    for m, t in sorted(tuned.items()):
+        searched = {k: t["params"][k] for k in t["table"][0]["params"]}
+        chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in searched.items())
+        out.append(f"| {m} | {len(t['table'])} | {chosen} | {t['dev_default_rsum']:.2f} | {t['dev_rsum']:.2f} | "
+                   f"{t['dev_fused_rsum']:.2f} | {t['fusion'].get('i2t', 0):g} / {t['fusion'].get('t2i', 0):g} |")
+    return out
+
+
+def learned_note(cfg: Dict) -> str:
+    """The settings paragraph of the report."""
+    lr = cfg["learned"]
+    paper = any(p in PAPER_PROTOCOLS for p in cfg["protocols"])
+    return (f"Learned re-ranker (`{lr.get('variant', 'paper')}` settings): `PillarGraphBuilder({lr['builder']})`, "
+            f"`PillarReranker({lr['model']})`, training overrides {lr['train'] or 'none'}, "
+            f"{cfg['epochs']} epochs, seeds {cfg.get('seeds', [cfg['seed']])} (learned rows are the mean over "
+            f"seeds; per-seed rSum and spread below each table); best epoch and base-fusion weights selected on "
+            f"the protocol's dev split (f30k-coco reuses the f30k models, whose epoch was chosen on Flickr30K "
+            f"dev, and selects its fusion on COCO dev); CPU, {cfg['torch_threads']} torch threads on a shared "
+            f"machine. "
+            + ("Training-free re-rankers get three rows on f30k/f30k-coco: published defaults, `(dev-tuned)`: "
+               "1-3 main hyperparameters chosen on the protocol's dev split from the grids in "
+               "`pillargraph.baselines.TUNING_GRIDS`, and `(dev-tuned + fusion)`: that plus a dev-selected "
+               "per-query standardised fusion with the base (weight 0, the base, in the grid); bank methods "
+               "are tuned with a bank of 1,000 Flickr30K-train anchors and their captions. " if paper else
+               "Training-free re-rankers run with their published defaults. ")
+            + "Bank methods use a query bank of the dev split's anchors and captions (same cross-modal encoder) "
+            "scored against the test gallery. Encoders: `minilm` = all-MiniLM-L6-v2, `tfidf` = raw TF-IDF "
+            "fitted on the Flickr30K and COCO dev captions. Combo `CROSS:INTRA`: encoder of the cross-modal "
+            "score : encoder of the intra-modal similarities.")
+
+
+def summary_section(payload: Dict) -> List[str]:
+    """The summary table and its honest reading."""
+    out: List[str] = []
     out += ["## Summary (rSum)", "",
             "| combo | protocol | base | learned | learned + fusion | best training-free | "
             "training-free above learned + fusion |",
@@ -355,43 +621,69 @@ def to_markdown(payload: Dict) -> str:
         if not notes:
             notes.append("learned + fusion beats the base and every training-free method")
         out.append(f"- {res['combo']}, {res['protocol']}: " + "; ".join(notes) + ".")
+    return out
+
+
+def result_section(res: Dict, cfg: Dict) -> List[str]:
+    """One (combo, protocol) result: its table, cuts, learned runs, seeds and dev tuning."""
+    out: List[str] = []
+    t = res["table"]
+    out += ["", f"## {res['combo']} - {res['title']}", ""]
+    if len(res["cases"]) > 1:
+        out.append(f"Metrics averaged over {len(res['cases'])} folds (base rSum per fold: "
+                   + ", ".join(f"{x:.2f}" for x in t["base_rsum_per_fold"]) + ").")
+    c0 = res["cases"][0]["report"]["config"]
+    bank = c0.get("bank") or {}
+    out.append(f"Test bundle: {c0['bundle']['num_images']} images x {c0['bundle']['num_texts']} captions"
+               f"{' per fold' if len(res['cases']) > 1 else ''}; query bank: "
+               + (", ".join(f"{k} {v[0]}x{v[1]}" for k, v in bank.items()) or "none") + ".")
+    out += ["", "| method | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rSum | Δ rSum "
+            "| time (s) | intra | bank | embeddings | transductive |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|:---:|:---:|"]
+    b = t["base"]
+    out.append("| base | " + " | ".join(f"{b[k]:.2f}" for k in RECALLS) + f" | {b['rsum']:.2f} |  |  "
+               "| - | - | - | - |")
+    for r in sorted(_ok_rows(t), key=lambda r: (r["method"] in (LEARNED, LEARNED_FUSED), r["method"])):
+        m = r["metrics"]
+        name = f"**{r['method']}**" if r["method"] in (LEARNED, LEARNED_FUSED) else r["method"]
+        secs = "" if r.get("seconds") is None else f"{r['seconds']:.1f}"
+        out.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in RECALLS)
+                   + f" | {m['rsum']:.2f} | {r['delta']['rsum']:+.2f} | {secs} | "
+                   + " | ".join(_fmt_flag(r["needs"].get(f)) for f in FLAGS) + " |")
+    others = [r for r in t["rows"] if r["status"] != "ok"]
+    not_run = sorted(set(cfg["all_methods"]) - {r["method"] for r in t["rows"]})
+    if others or not_run:
+        out += ["", "Not run:", ""]
+        out += [f"- {r['method']} ({r['status']}): {r.get('reason', '')}" for r in others]
+        out += [f"- {m} (cut): not run on this protocol's test bundles to fit the time budget" for m in not_run]
+    out += ["", "Learned re-ranker per " + ("fold" if len(res["cases"]) > 1 else "run") + ": "
+            + "; ".join(f"{c['test']}: trained on {c['learned']['train_images']} images x "
+                        f"{c['learned']['train_texts']} captions, best epoch {c['learned']['best_epoch'] + 1}/{c['learned']['epochs_run']}, "
+                        f"dev rSum {c['learned']['best_dev_rsum']:.2f}, fusion "
+                        f"i2t {c['learned']['fusion']['i2t']:g} / t2i {c['learned']['fusion']['t2i']:g}, "
+                        f"trained in {c['learned']['train_seconds']:.0f}s"
+                        for c in res["cases"]) + "."]
+    out += seed_lines(res) + tuning_lines(res)
+    return out
+
+
+def to_markdown(payload: Dict) -> str:
+    cfg = payload["config"]
+    out = [f"Command: `{payload['command']}`", "",
+           "**These are caption-proxy results on real captions (each image is stood in for by one of its own "
+           "captions; all retrieval is text-to-text), NOT image-text retrieval results, and are not "
+           "comparable to published image-text numbers.**", "",
+           learned_note(cfg), ""]
+    if cfg.get("cuts"):
+        out += ["What was cut to fit the time budget:", ""] + [f"- {c}" for c in cfg["cuts"]] + [""]
+    if not cfg.get("complete", True):
+        out += [f"**Partial: {len(payload['results'])} of {len(cfg['combos']) * len(cfg['protocols'])} "
+                f"(combo, protocol) results so far.**", ""]
+    if cfg.get("limit"):
+        out += [f"Every split cut to its first {cfg['limit']} images (smoke run).", ""]
+    out += summary_section(payload)
     for res in payload["results"]:
-        t = res["table"]
-        out += ["", f"## {res['combo']} - {res['title']}", ""]
-        if len(res["cases"]) > 1:
-            out.append(f"Metrics averaged over {len(res['cases'])} folds (base rSum per fold: "
-                       + ", ".join(f"{x:.2f}" for x in t["base_rsum_per_fold"]) + ").")
-        c0 = res["cases"][0]["report"]["config"]
-        bank = c0.get("bank") or {}
-        out.append(f"Test bundle: {c0['bundle']['num_images']} images x {c0['bundle']['num_texts']} captions"
-                   f"{' per fold' if len(res['cases']) > 1 else ''}; query bank: "
-                   + (", ".join(f"{k} {v[0]}x{v[1]}" for k, v in bank.items()) or "none") + ".")
-        out += ["", "| method | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | rSum | Δ rSum "
-                "| time (s) | intra | bank | embeddings | transductive |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|:---:|:---:|"]
-        b = t["base"]
-        out.append("| base | " + " | ".join(f"{b[k]:.2f}" for k in RECALLS) + f" | {b['rsum']:.2f} |  |  "
-                   "| - | - | - | - |")
-        for r in sorted(_ok_rows(t), key=lambda r: (r["method"] in (LEARNED, LEARNED_FUSED), r["method"])):
-            m = r["metrics"]
-            name = f"**{r['method']}**" if r["method"] in (LEARNED, LEARNED_FUSED) else r["method"]
-            secs = "" if r.get("seconds") is None else f"{r['seconds']:.1f}"
-            out.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in RECALLS)
-                       + f" | {m['rsum']:.2f} | {r['delta']['rsum']:+.2f} | {secs} | "
-                       + " | ".join(_fmt_flag(r["needs"].get(f)) for f in FLAGS) + " |")
-        others = [r for r in t["rows"] if r["status"] != "ok"]
-        not_run = sorted(set(cfg["all_methods"]) - {r["method"] for r in t["rows"]})
-        if others or not_run:
-            out += ["", "Not run:", ""]
-            out += [f"- {r['method']} ({r['status']}): {r.get('reason', '')}" for r in others]
-            out += [f"- {m} (cut): not run on this protocol's test bundles to fit the time budget" for m in not_run]
-        out += ["", "Learned re-ranker per " + ("fold" if len(res["cases"]) > 1 else "run") + ": "
-                + "; ".join(f"{c['test']}: trained on {c['learned']['train_images']} images x "
-                            f"{c['learned']['train_texts']} captions, best epoch {c['learned']['best_epoch'] + 1}/{c['learned']['epochs_run']}, "
-                            f"dev rSum {c['learned']['best_dev_rsum']:.2f}, fusion "
-                            f"i2t {c['learned']['fusion']['i2t']:g} / t2i {c['learned']['fusion']['t2i']:g}, "
-                            f"trained in {c['learned']['train_seconds']:.0f}s"
-                            for c in res["cases"]) + "."]
+        out += result_section(res, cfg)
     out += ["", "Flags: what a method uses beyond the test `sim_i2t`: intra-modal matrices, a query bank, raw "
             "embeddings, or all test queries at once (transductive). The learned re-ranker also used a labelled "
             "training split. Fusion weight 0 is the base ranking, 1 the learned scores alone. Rows with "
@@ -451,8 +743,14 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
         raise ValueError("--epochs must be >= 1 and --folds >= 2")
     if args.limit is not None and args.limit < 2 * args.folds:
         raise ValueError(f"--limit: need at least {2 * args.folds} images")
+    args.seeds = [args.seed] if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+        raise ValueError("--seeds: expected distinct integers")
+    if args.episode_images == 1 or args.episode_images < 0:
+        raise ValueError("--episode-images: expected 0 (lists) or at least 2")
     all_methods = list(available_rerankers())
     args.methods = parse_names(args.methods, "methods") or all_methods
+    args.methods_5k = [get_reranker(m).name for m in parse_names(args.methods_5k, "methods-5k")]
     args.fold_methods = parse_names(args.fold_methods, "fold-methods") or args.methods
     args.methods = [get_reranker(m).name for m in args.methods]
     args.fold_methods = [get_reranker(m).name for m in args.fold_methods]
@@ -471,6 +769,13 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
             raise ValueError(f"--max-folds: expected 1..{args.folds}")
         if args.max_folds < args.folds and "coco1k" in protocols:
             cuts.append(f"COCO 1K: only the first {args.max_folds} of {args.folds} folds were run and averaged")
+    if "f30k-coco" in protocols and not args.skip_5k:
+        cut5k = [m for m in args.methods if m not in args.methods_5k]
+        if cut5k:
+            cuts.append(f"COCO 5K (f30k-coco): {', '.join(cut5k)} not run (time budget); "
+                        f"{', '.join(args.methods_5k)} ran")
+    if "f30k-coco" in protocols and args.skip_5k:
+        cuts.append("COCO 5K (f30k-coco) skipped")
     missing = [m for m in all_methods if m not in args.methods]
     if missing:
         cuts.append(f"training-free methods not run anywhere: {', '.join(missing)}")
@@ -485,7 +790,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--combos", default="minilm:minilm,tfidf:minilm",
                    help="comma-separated CROSS:INTRA encoder pairs (minilm|tfidf)")
-    p.add_argument("--protocols", default="transfer,coco1k", help="comma-separated: transfer, coco1k")
+    p.add_argument("--protocols", default="transfer,coco1k",
+                   help=f"comma-separated: {', '.join(PROTOCOLS)}")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="folds of the coco1k protocol")
@@ -497,6 +803,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--max-folds", type=int, default=None,
                    help="run only the first K folds of coco1k (a time-budget cut, reported)")
     p.add_argument("--limit", type=int, default=None, help="cut every split to its first N images (smoke runs)")
+    p.add_argument("--learned", default="paper", choices=sorted(VARIANTS),
+                   help="learned re-ranker settings (named in benchmarks/common.py; chosen on dev with "
+                        "benchmarks/learned_search.py)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds of the learned re-ranker on f30k/f30k-coco (default: --seed)")
+    p.add_argument("--episode-images", type=int, default=1000,
+                   help="f30k/f30k-coco: train on dense episodes of N Flickr30K-train images (0: neighbour lists)")
+    p.add_argument("--lists-k", type=int, default=100, help="list depth when --episode-images is 0")
+    p.add_argument("--methods-5k", default="alpha_qe,dual_softmax,inverted_softmax,krnn,nnn,qb_norm",
+                   help="training-free methods on COCO 5K (f30k-coco); the others are cut there, reported")
+    p.add_argument("--skip-5k", action="store_true", help="f30k-coco: skip the COCO 5K test (reported)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
     args = p.parse_args(argv)
@@ -515,27 +832,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "fold_methods": args.fold_methods, "all_methods": all_methods, "limit": args.limit,
               "device": device, "torch_threads": torch.get_num_threads(), "cuts": cuts,
               "anchor": 0, "tfidf_fit": ["f30k_dev", "coco_dev"],
-              "learned": {"builder": {"num_pillars": 32}, "model": {"hidden_channels": 128},
-                          "train": vars(TrainConfig(epochs=args.epochs, seed=args.seed))},
+              "learned": {"variant": args.learned, **variant(args.learned),
+                          "train_config": learned_settings(args)[1].to_dict()},
+              "seeds": args.seeds, "episode_images": args.episode_images, "lists_k": args.lists_k,
+              "methods_5k": args.methods_5k, "skip_5k": args.skip_5k,
               "versions": {"torch": torch.__version__, "python": platform.python_version()}}
     payload = {"command": command, "note": "caption-proxy results on real captions, NOT image-text results",
                "config": config, "results": []}
     out = Path(args.out)
-    todo = len(combos) * len(protocols)
+    todo, done = len(combos) * len(protocols), 0
     for cross, intra in combos:
         data = Bundles(cross, intra, args.limit, device)
+        paper = None
         for proto in protocols:
             log(f"combo {cross}:{intra}, protocol {proto}")
-            res = run_protocol(proto, data, args)
-            res["combo"] = f"{cross}:{intra}"
-            payload["results"].append(res)
+            if proto in PAPER_PROTOCOLS:
+                paper = paper or PaperData(cross, intra, args)
+                results = run_paper_protocol(proto, data, paper, args)
+            else:
+                results = [run_protocol(proto, data, args)]
+            for res in results:
+                res["combo"] = f"{cross}:{intra}"
+            payload["results"].extend(results)
+            done += 1
             config["seconds_total"] = round(time.perf_counter() - t_start, 1)
-            config["complete"] = len(payload["results"]) == todo
+            config["peak_rss_gib"] = round(peak_rss_gib(), 2)
+            config["complete"] = done == todo
             # written after every (combo, protocol), so an interrupted run keeps what it finished
             write_outputs(payload, out)
-            log(f"  done in {res['seconds']}s; wrote {out}.md, .json, .png "
-                f"({len(payload['results'])}/{todo})")
-        del data
+            log(f"  done in {results[-1]['seconds']}s; wrote {out}.md, .json, .png ({done}/{todo})")
+        del data, paper
         gc.collect()
     print(to_markdown(payload))
     log(f"total {config['seconds_total']}s")

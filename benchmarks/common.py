@@ -1,15 +1,15 @@
-"""Helpers shared by the benchmark scripts: random query-graph batches and a timer."""
+"""Helpers shared by the benchmark scripts: random query-graph batches, a timer, the learned re-ranker's named settings."""
 from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
 from pillargraph.graphs import IMAGE, TEXT, GraphBatch
 
-__all__ = ["random_graph_batch", "mirrored", "time_it"]
+__all__ = ["random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
 
 
 def random_graph_batch(direction: str, b: int, k: int, f: int, density: float = 0.3,
@@ -49,3 +49,29 @@ def time_it(fn: Callable[[], object], repeat: int, warmup: int = 2, device: Opti
         sync()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+# ------------------------------------------------------------------ learned re-ranker settings
+#: Named variants: builder, model and training settings on top of BASE.
+BASE = {"builder": {"num_pillars": 32}, "model": {"hidden_channels": 128}, "train": {}}
+VARIANTS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "paper": {},
+    "rank": {"builder": {"node_features": ["rank"]}},
+    "rank_recip": {"builder": {"node_features": ["rank", "reciprocal"]}},
+    "rank_recip_k16": {"builder": {"node_features": ["rank", "reciprocal"], "k_t2i": 16}},
+    "rank_recip_h256": {"builder": {"node_features": ["rank", "reciprocal"]}, "model": {"hidden_channels": 256}},
+    "rank_recip_noalign": {"builder": {"node_features": ["rank", "reciprocal"]},
+                           "train": {"alignment": 0.0, "mirror_contrastive": 0.0}},
+    "rank_recip_hinge": {"builder": {"node_features": ["rank", "reciprocal"]}, "train": {"triplet": 0.0, "hinge": 1.0}},
+    "rank_h256": {"builder": {"node_features": ["rank"]}, "model": {"hidden_channels": 256}},
+}
+
+
+def variant(name: str) -> Dict[str, Dict[str, Any]]:
+    """BASE updated with the named variant's settings."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown learned variant {name!r}; expected some of {sorted(VARIANTS)}")
+    out = {part: dict(BASE[part]) for part in BASE}
+    for part, kw in VARIANTS[name].items():
+        out[part].update(kw)
+    return out

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from .bank import QueryBank
-from .base import DIRECTIONS, Reranker
+from .base import Reranker
 from .evaluate import evaluate_rescored
 from .resolver import get_reranker
 

@@ -1,0 +1,132 @@
+"""Dev-split search over the learned re-ranker's settings on the caption proxy (never reads a test split).
+
+Trains one model per named variant on a caption-proxy training split and
+records its dev rSum: the learned scores alone (fusion weight 1) and with the
+dev-selected base fusion. The caption-proxy benchmark then uses the variant
+picked here; this file is the record of what was searched and what won.
+
+Training data: the Flickr30K train proxy (29,000 images) either cut into
+dense episodes of ``--episode-images`` images (a test gallery's size) or, with
+``--episode-images 0``, as one split of top-k neighbour lists.
+
+    python benchmarks/learned_search.py --combo tfidf:minilm --variants paper,rank,rank_recip \
+        [--train-images 29000] [--episode-images 1000] [--epochs 3] [--seeds 0] \
+        [--out benchmarks/results/learned_search]
+
+Results are appended to ``OUT.jsonl`` as each run finishes (one JSON object
+per run, config included) and summarised in ``OUT.md``. Caption-proxy numbers
+are text-to-text retrieval results, NOT image-text results.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import json
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from pillargraph.data import caption_proxy_embeddings
+from pillargraph.io import atomic_write_text
+from pillargraph.metrics import evaluate
+from pillargraph.train import TrainConfig, fit_reranker
+
+from benchmarks.common import variant
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def load(combo: str, train_images: int, episode_images: int, lists_k: int):
+    cross, intra = combo.split(":")
+    t0 = time.perf_counter()
+    emb = caption_proxy_embeddings("f30k_train", cross, intra)
+    if train_images < emb.num_images:
+        emb = emb.subset(torch.arange(train_images))
+    train = emb.episodes(episode_images) if episode_images else emb.lists(lists_k)
+    dev = caption_proxy_embeddings("f30k_dev", cross, intra).bundle()
+    log(f"data {combo}: train {train!r}, dev {dev.num_images}x{dev.num_texts}, "
+        f"{time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_gib():.1f} GiB")
+    return train, dev
+
+
+def run_one(name: str, train, dev, seed: int, epochs: int) -> Dict[str, Any]:
+    cfg = variant(name)
+    config = TrainConfig(epochs=epochs, seed=seed, **cfg["train"])
+    fitted = fit_reranker(train, dev, cfg["builder"], cfg["model"], config)
+    result = fitted.result
+    return {"variant": name, "seed": seed, "config": {**fitted.settings(), "train": config.to_dict()},
+            "transductive": fitted.transductive, "dev_base_rsum": evaluate(dev)["rsum"],
+            "dev_learned_rsum": result.best_dev_rsum, "dev_fused_rsum": result.fusion["dev_rsum"],
+            "fusion": result.fusion, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "history": [{"epoch": h["epoch"], "dev_rsum": h.get("dev", {}).get("rsum"),
+                         "seconds": round(h["train_time_s"], 1)} for h in result.history],
+            "seconds": round(fitted.seconds, 1), "peak_rss_gib": round(peak_rss_gib(), 2)}
+
+
+def summary(rows: List[Dict[str, Any]], command: str) -> str:
+    lines = [f"Command: `{command}`", "",
+             "Dev-split search (Flickr30K dev caption proxy; text-to-text, NOT image-text results). "
+             "rSum of the learned scores alone and with the dev-selected base fusion.", "",
+             "| combo | train | variant | seed | transductive | dev base | dev learned | dev learned + fusion "
+             "| best epoch | s |", "|---|---|---|---:|:---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['combo']} | {r['train']} | {r['variant']} | {r['seed']} | "
+                     f"{'yes' if r['transductive'] else '-'} | {r['dev_base_rsum']:.2f} | "
+                     f"{r['dev_learned_rsum']:.2f} | {r['dev_fused_rsum']:.2f} | {r['best_epoch'] + 1} | "
+                     f"{r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--combo", default="tfidf:minilm")
+    p.add_argument("--variants", default="paper,rank,rank_recip")
+    p.add_argument("--train-images", type=int, default=29000)
+    p.add_argument("--episode-images", type=int, default=1000, help="0: one split of neighbour lists")
+    p.add_argument("--lists-k", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--out", default="benchmarks/results/learned_search")
+    args = p.parse_args(argv)
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for name in names:
+        variant(name)
+    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/learned_search.py",
+                                                             *(sys.argv[1:] if argv is None else argv)])
+    out = Path(args.out)
+    train, dev = load(args.combo, args.train_images, args.episode_images, args.lists_k)
+    train_label = (f"{args.train_images} img, episodes of {args.episode_images}" if args.episode_images
+                   else f"{args.train_images} img, lists k={args.lists_k}")
+    jsonl = out.with_suffix(".jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for name in names:
+            log(f"{args.combo} {train_label}: {name} seed {seed}")
+            row = run_one(name, train, dev, seed, args.epochs)
+            row.update(combo=args.combo, train=train_label, command=command)
+            rows.append(row)
+            atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+            atomic_write_text(out.with_suffix(".md"), summary(rows, command))
+            log(f"  dev base {row['dev_base_rsum']:.2f} learned {row['dev_learned_rsum']:.2f} "
+                f"fused {row['dev_fused_rsum']:.2f} ({row['seconds']}s, peak {row['peak_rss_gib']} GiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
