@@ -184,11 +184,32 @@ def combine(bundle: SimilarityBundle, scored: Scored, w_i2t: float, w_t2i: float
     b_i2t, b_t2i = base.sim_i2t, base.t2i_scores.contiguous()
     a = write_back(b_i2t, scored["i2t"][0].graphs, scored["i2t"][1], w_i2t) if output != "t2i" else b_i2t
     b = write_back(b_t2i, scored["t2i"][0].graphs, scored["t2i"][1], w_t2i) if output != "i2t" else b_t2i
-    if output == "fused":
-        f = 0.5 * (a + b.T)
-        a = _project(b_i2t, scored["i2t"][0].graphs, f)
-        b = _project(b_t2i, scored["t2i"][0].graphs, f.T)
+    a, b = _finish(b_i2t, b_t2i, scored, a, b, output)
     return base.replace(sim_i2t=a, sim_t2i=b)
+
+
+def _finish(b_i2t: Tensor, b_t2i: Tensor, scored: Scored, a: Tensor, b: Tensor, output: str) -> Tuple[Tensor, Tensor]:
+    """The ``fused`` output: both directions' written-back scores averaged, then put back in each list's range."""
+    if output != "fused":
+        return a, b
+    f = 0.5 * (a + b.T)
+    return _project(b_i2t, scored["i2t"][0].graphs, f), _project(b_t2i, scored["t2i"][0].graphs, f.T)
+
+
+def _dense_fusion_table(dev: SimilarityBundle, scored: Scored, grid: Sequence[float],
+                        output: str) -> Dict[Tuple[float, float], float]:
+    """dev rSum of every weight pair, each direction's write-back computed once per weight."""
+    base = dev.to("cpu")
+    b_i2t, b_t2i = base.sim_i2t, base.t2i_scores.contiguous()
+    a = {w: write_back(b_i2t, scored["i2t"][0].graphs, scored["i2t"][1], w) if output != "t2i" else b_i2t
+         for w in grid}
+    b = {w: write_back(b_t2i, scored["t2i"][0].graphs, scored["t2i"][1], w) if output != "i2t" else b_t2i
+         for w in grid}
+    table = {}
+    for wi, wt in itertools.product(grid, grid):
+        x, y = _finish(b_i2t, b_t2i, scored, a[wi], b[wt], output)
+        table[(wi, wt)] = evaluate(x, base.txt2img, sim_t2i=y)["rsum"]
+    return table
 
 
 # ------------------------------------------------------------------ neighbour lists
@@ -392,7 +413,10 @@ def select_fusion_weights(model: torch.nn.Module, dev: Split,
     grid = sorted(set(float(w) for w in grid) | {0.0})
     if scored is None:
         scored = rerank_scores(model, dev, builder, graphs, batch_size, device)
-    table = {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, output))["rsum"]
-             for wi, wt in itertools.product(grid, grid)}
+    if isinstance(dev, SimilarityBundle):
+        table = _dense_fusion_table(dev, scored, grid, output)
+    else:
+        table = {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, output))["rsum"]
+                 for wi, wt in itertools.product(grid, grid)}
     best = max(table, key=lambda k: (round(table[k], 6), -k[0] - k[1]))
     return FusionChoice(best[0], best[1], table[best], table[(0.0, 0.0)], output, table)
