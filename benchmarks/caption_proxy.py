@@ -299,6 +299,7 @@ class PaperData:
                       else self.emb.lists(args.lists_k))
         self.models: Dict[int, FittedReranker] = {}
         self.tuned: Dict[str, Dict[str, TunedReranker]] = {}
+        self.selected_on: Optional[str] = None  # the dev split that chose the models' epochs and fusion
         log(f"  train proxy f30k_train ({cross}:{intra}): {self.emb.num_images} images x "
             f"{self.emb.num_texts} captions as {self.train!r}, {time.perf_counter() - t0:.1f}s")
 
@@ -447,7 +448,9 @@ def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List
     t0 = time.perf_counter()
     dev = data.get(spec["dev"])
     models = fit_models(paper, dev, args)
-    fusions = {s: select_fusion_weights(m.model, without_embeddings(dev), m.builder, device=args.device)
+    paper.selected_on = paper.selected_on or spec["dev"]
+    fusions = {s: (FusionChoice(**m.result.fusion) if spec["dev"] == paper.selected_on else
+                   select_fusion_weights(m.model, without_embeddings(dev), m.builder, device=args.device))
                for s, m in models.items()}
     tuned = tune_all(paper, spec["dev"], dev, args.methods, args)
     tests = ([("f30k", spec["test"], [None])] if name == "f30k" else
@@ -465,10 +468,16 @@ def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List
                 f"{test.num_images} x {test.num_texts}")
             bank, why = dev_bank(test, dev)
             methods = args.methods if label != "coco5k" else args.methods_5k
-            report = paper_case(test, paper, fusions, tuned, bank, methods, args,
-                                multi_positive=label == "coco5k" and not args.limit)
+            try:
+                report = paper_case(test, paper, fusions, tuned, bank, methods, args,
+                                    multi_positive=label == "coco5k" and not args.limit)
+            except (RuntimeError, ValueError, ModuleNotFoundError) as err:  # keep what the other tests gave
+                log(f"    {label} failed: {type(err).__name__}: {err}")
+                break
             cases.append((f"{split}" + ("" if idx is None else f" fold {f + 1}"), report, learned_info(paper, fusions)))
         reports = [c[1] for c in cases]
+        if not reports:
+            continue
         table = (average_reports(reports) if len(reports) > 1 else
                  {"base": reports[0].base, "rows": [dict(vars(r)) for r in reports[0].rows]})
         results.append({"protocol": f"{name} ({label})", "title": spec["title"] + f" [{label}]",
@@ -674,6 +683,11 @@ def to_markdown(payload: Dict) -> str:
            "captions; all retrieval is text-to-text), NOT image-text retrieval results, and are not "
            "comparable to published image-text numbers.**", "",
            learned_note(cfg), ""]
+    runs = cfg.get("runs") or [{"config": cfg}]
+    out += ["Time and peak memory (whole run, after the encodings were cached; 2-core machine shared with other "
+            "jobs): " + "; ".join(f"{', '.join(r['config']['combos'])}: {r['config'].get('seconds_total', 0) / 60:.1f} "
+                                  f"min, peak RSS {r['config'].get('peak_rss_gib', float('nan')):.2f} GiB"
+                                  for r in runs) + ".", ""]
     if cfg.get("cuts"):
         out += ["What was cut to fit the time budget:", ""] + [f"- {c}" for c in cfg["cuts"]] + [""]
     if not cfg.get("complete", True):
@@ -816,7 +830,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--skip-5k", action="store_true", help="f30k-coco: skip the COCO 5K test (reported)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
+    p.add_argument("--merge", nargs="+", metavar="RUN.json",
+                   help="only merge earlier runs' JSON files (e.g. one per combo, run in parallel) into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        write_outputs(merge_runs([Path(x) for x in args.merge]), Path(args.out))
+        return 0
     try:
         combos, protocols, cuts = check_args(args)
     except ValueError as err:
@@ -866,6 +885,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(to_markdown(payload))
     log(f"total {config['seconds_total']}s")
     return 0
+
+
+def merge_runs(paths: List[Path]) -> Dict:
+    """One payload from several runs (their results in order; every command and config kept)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    first = runs[0]
+    config = dict(first["config"], combos=[c for r in runs for c in r["config"]["combos"]],
+                  complete=all(r["config"].get("complete", True) for r in runs),
+                  seconds_total=sum(r["config"].get("seconds_total", 0) for r in runs),
+                  runs=[{"command": r["command"], "config": r["config"]} for r in runs])
+    return {"command": " ; ".join(r["command"] for r in runs), "note": first["note"], "config": config,
+            "results": [res for r in runs for res in r["results"]]}
 
 
 def write_outputs(payload: Dict, out: Path) -> None:

@@ -224,7 +224,7 @@ class SimilarityBundle:
     # --------------------------------------------------------------- utilities
     def to(self, device: Union[str, torch.device, None] = None,
            dtype: Optional[torch.dtype] = None) -> "SimilarityBundle":
-        """A copy on ``device`` with float fields cast to ``dtype``."""
+        """A copy on ``device`` with float fields cast to ``dtype`` (``self`` when nothing changes)."""
         changes = {}
         for name in _FIELD_NAMES:
             value = getattr(self, name)
@@ -235,6 +235,8 @@ class SimilarityBundle:
             else:
                 value = value.to(device=device)
             changes[name] = value
+        if all(changes[k] is getattr(self, k) for k in changes):
+            return self  # already there (a frozen bundle): no copy, no re-validation
         return replace(self, **changes)
 
     def subset(self, images: ArrayLike) -> "SimilarityBundle":
