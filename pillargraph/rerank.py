@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -57,7 +57,7 @@ from .modality import DIRECTIONS
 __all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scores", "combine",
            "select_fusion_weights",
            "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored",
-           "direction_scores"]
+           "direction_scores", "resolve_fusion", "model_builder"]
 
 #: What :func:`rerank` can return (see the module docstring).
 OUTPUTS = ("fused", "directions", "i2t", "t2i")
@@ -305,7 +305,7 @@ def rerank_scores(model: torch.nn.Module, bundle: "Split",
                   batch_size: int = 1024, device: Union[str, torch.device, None] = None
                   ) -> Dict[str, Tuple[QueryGraphDataset, Tensor]]:
     """Learned scores of every query graph of both directions: ``{direction: (graphs, scores)}``."""
-    builder = builder if builder is not None else _model_builder(model)
+    builder = builder if builder is not None else model_builder(model)
     graphs = _build(builder, bundle, DIRECTIONS, graphs)
     return {d: (graphs[d], score_graphs(model, graphs[d], batch_size=batch_size, device=device))
             for d in DIRECTIONS}
@@ -318,7 +318,8 @@ def direction_scores(bundle: SimilarityBundle) -> Dict[str, Tensor]:
     return {"i2t": bundle.sim_i2t, "t2i": bundle.t2i_scores.T}
 
 
-def _model_builder(model: torch.nn.Module) -> PillarGraphBuilder:
+def model_builder(model: torch.nn.Module) -> PillarGraphBuilder:
+    """The graph builder a trained model records (``model.builder_config``); a clear error when it has none."""
     cfg = getattr(model, "builder_config", None)
     if not cfg:
         raise ValueError("builder: pass the PillarGraphBuilder the model was trained with "
@@ -370,27 +371,40 @@ def rerank(model: torch.nn.Module, bundle: Split,
         image and ``sim_t2i`` images per caption, each re-ranked within its lists;
         for neighbour lists, lists whose ``i2t`` and ``t2i`` kinds are re-ranked.
     """
-    w_i2t, w_t2i, stored_output = _weights(model, fusion)
-    output = output if output is not None else stored_output
-    if output not in OUTPUTS:
-        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
+    w_i2t, w_t2i, output = resolve_fusion(model, fusion, output)
     scored = rerank_scores(model, bundle, builder, graphs, batch_size, device)
     return combine_any(bundle, scored, w_i2t, w_t2i, output)
 
 
-def _weights(model: torch.nn.Module, fusion) -> Tuple[float, float, str]:
-    """``(w_i2t, w_t2i, output)`` from a fusion argument (or the model's stored choice)."""
+def resolve_fusion(model: torch.nn.Module, fusion: Any = None, output: Optional[str] = None
+                   ) -> Tuple[float, float, str]:
+    """``(w_i2t, w_t2i, output)`` exactly as :func:`~pillargraph.rerank.rerank` resolves its arguments.
+
+    Args:
+        model: the trained model (its ``fusion_weights`` are the default).
+        fusion: one weight, ``(w_i2t, w_t2i)``, a :class:`~pillargraph.rerank.FusionChoice`,
+            its dict form, or ``None`` (the model's stored weights, else ``1.0``).
+        output: one of :data:`~pillargraph.rerank.OUTPUTS` (default: the mode the
+            stored weights were chosen for, else ``'fused'``).
+    """
     if fusion is None:
         fusion = getattr(model, "fusion_weights", None) or 1.0
     if isinstance(fusion, FusionChoice):
-        return fusion.i2t, fusion.t2i, fusion.output
-    if isinstance(fusion, dict):
-        return float(fusion["i2t"]), float(fusion["t2i"]), str(fusion.get("output", "fused"))
-    if isinstance(fusion, (tuple, list)):
+        w_i2t, w_t2i, stored = fusion.i2t, fusion.t2i, fusion.output
+    elif isinstance(fusion, dict):
+        w_i2t, w_t2i, stored = float(fusion["i2t"]), float(fusion["t2i"]), str(fusion.get("output", "fused"))
+    elif isinstance(fusion, (tuple, list)):
         if len(fusion) != 2:
             raise ValueError(f"fusion: expected one weight or (w_i2t, w_t2i), got {fusion!r}")
-        return float(fusion[0]), float(fusion[1]), "fused"
-    return float(fusion), float(fusion), "fused"
+        w_i2t, w_t2i, stored = float(fusion[0]), float(fusion[1]), "fused"
+    else:
+        w_i2t = w_t2i = float(fusion)
+        stored = "fused"
+    output = output if output is not None else stored
+    if output not in OUTPUTS:
+        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
+    return w_i2t, w_t2i, output
+
 
 
 def select_fusion_weights(model: torch.nn.Module, dev: Split,

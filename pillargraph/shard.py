@@ -42,9 +42,9 @@ from .graphs.builder import PillarGraphBuilder
 from .graphs.dataset import QueryGraphDataset
 from .io import atomic_write, read_npz
 from .modality import DIRECTIONS
-from .rerank import OUTPUTS, FusionChoice, Scored, Split, combine_any, rerank_scores
+from .rerank import Scored, Split, combine_any, model_builder, rerank_scores, resolve_fusion
 
-__all__ = ["ShardPart", "ShardScores", "parse_shard", "shard_from_env", "shard_range", "file_fingerprint", "resolve_fusion",
+__all__ = ["ShardPart", "ShardScores", "parse_shard", "shard_from_env", "shard_range", "file_fingerprint",
            "rerank_shard", "check_parts", "check_fingerprint", "merge_scores", "merge_parts",
            "PART_FORMAT"]
 
@@ -123,36 +123,6 @@ def file_fingerprint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         for piece in iter(lambda: fh.read(1 << 20), b""):
             digest.update(piece)
     return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
-
-
-def resolve_fusion(model: torch.nn.Module, fusion: Any = None, output: Optional[str] = None
-                   ) -> Tuple[float, float, str]:
-    """``(w_i2t, w_t2i, output)`` exactly as :func:`~pillargraph.rerank.rerank` resolves its arguments.
-
-    Args:
-        model: the trained model (its ``fusion_weights`` are the default).
-        fusion: one weight, ``(w_i2t, w_t2i)``, a :class:`~pillargraph.rerank.FusionChoice`,
-            its dict form, or ``None`` (the model's stored weights, else ``1.0``).
-        output: one of :data:`~pillargraph.rerank.OUTPUTS` (default: the mode the
-            stored weights were chosen for, else ``'fused'``).
-    """
-    if fusion is None:
-        fusion = getattr(model, "fusion_weights", None) or 1.0
-    if isinstance(fusion, FusionChoice):
-        w_i2t, w_t2i, stored = fusion.i2t, fusion.t2i, fusion.output
-    elif isinstance(fusion, dict):
-        w_i2t, w_t2i, stored = float(fusion["i2t"]), float(fusion["t2i"]), str(fusion.get("output", "fused"))
-    elif isinstance(fusion, (tuple, list)):
-        if len(fusion) != 2:
-            raise ValueError(f"fusion: expected one weight or (w_i2t, w_t2i), got {fusion!r}")
-        w_i2t, w_t2i, stored = float(fusion[0]), float(fusion[1]), "fused"
-    else:
-        w_i2t = w_t2i = float(fusion)
-        stored = "fused"
-    output = output if output is not None else stored
-    if output not in OUTPUTS:
-        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
-    return w_i2t, w_t2i, output
 
 
 @dataclass
@@ -268,14 +238,6 @@ class ShardPart:
             raise ValueError(f"{path}: not a pillargraph re-ranking part ({PART_FORMAT}): {err}") from None
 
 
-def _builder_of(model: torch.nn.Module) -> PillarGraphBuilder:
-    cfg = getattr(model, "builder_config", None)
-    if not cfg:
-        raise ValueError("builder: pass the PillarGraphBuilder the model was trained with "
-                         "(the model carries no builder_config)")
-    return PillarGraphBuilder(**cfg)
-
-
 def rerank_shard(model: torch.nn.Module, split: Split, index: int, count: int, *,
                  builder: Optional[PillarGraphBuilder] = None, fusion: Any = None, output: Optional[str] = None,
                  batch_size: int = 1024, device: Union[str, torch.device, None] = None,
@@ -298,7 +260,7 @@ def rerank_shard(model: torch.nn.Module, split: Split, index: int, count: int, *
         split_path: the split's file, recorded as the merge's default split.
     """
     w_i2t, w_t2i, output = resolve_fusion(model, fusion, output)
-    builder = builder if builder is not None else _builder_of(model)
+    builder = builder if builder is not None else model_builder(model)
     num_queries = {"i2t": split.num_images, "t2i": split.num_texts}
     ranges = {d: shard_range(num_queries[d], index, count, batch_size) for d in DIRECTIONS}
     graphs = {d: builder.build(split, d, torch.arange(*ranges[d])) for d in DIRECTIONS}

@@ -6,7 +6,8 @@ import torch
 
 from pillargraph.data.neighbors import NeighborLists
 from pillargraph.rerank import OUTPUTS, rerank
-from pillargraph.shard import (ShardPart, check_parts, merge_parts, parse_shard, rerank_shard, resolve_fusion,
+from pillargraph.rerank import resolve_fusion
+from pillargraph.shard import (ShardPart, check_parts, merge_parts, parse_shard, rerank_shard,
                                shard_range)
 
 from ..helpers.tiny import tiny_builder, tiny_model, tiny_splits
