@@ -8,7 +8,7 @@ import torch
 from torch_geometric.nn import conv as pyg_conv
 from torch_geometric.resolver import normalize_string
 
-from .conv._edges import edge_input, edge_kwargs
+from .conv.edges import edge_input, edge_kwargs
 from .conv.neighbor_attention_conv import NeighborAttentionConv
 
 __all__ = ["ConvSpec", "CONVS", "conv_resolver", "conv_spec", "edge_input", "edge_kwargs"]

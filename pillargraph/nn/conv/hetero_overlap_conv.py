@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.conv import GCNConv, HeteroConv
 
-from ._edges import edge_input, edge_kwargs
+from .edges import edge_input, edge_kwargs
 
 __all__ = ["HeteroOverlapConv"]
 
