@@ -252,30 +252,35 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
     if scipy.sparse.issparse(queries) or scipy.sparse.issparse(gallery):
         _check_sparse_side(queries, "queries")
         _check_sparse_side(gallery, "gallery")
-        if queries.shape[1] != gallery.shape[1]:
-            raise ValueError(f"gallery: dimension {gallery.shape[1]} differs from the queries' "
-                             f"{queries.shape[1]}")
-        if exclude_self and queries.shape[0] != gallery.shape[0]:
-            raise ValueError(f"exclude_self: needs queries and gallery to be the same set, got "
-                             f"{queries.shape[0]} queries and {gallery.shape[0]} gallery items")
-        k = _check_k(k, gallery.shape[0] - int(exclude_self), "the gallery")
+        k = _check_pair(queries.shape, gallery.shape, k, exclude_self)
         return _sparse_topk(queries, gallery, k, chunk_size, exclude_self,
                             torch.device(device or "cpu"), progress)
     q = _float_matrix(queries, "queries")
     g = _float_matrix(gallery, "gallery")
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"gallery: dimension {g.shape[1]} differs from the queries' {q.shape[1]}")
-    if exclude_self and q.shape[0] != g.shape[0]:
-        raise ValueError(f"exclude_self: needs queries and gallery to be the same set, got "
-                         f"{q.shape[0]} queries and {g.shape[0]} gallery items")
-    k = _check_k(k, g.shape[0] - int(exclude_self),
-                 "the gallery (without the query itself)" if exclude_self else "the gallery")
+    k = _check_pair(q.shape, g.shape, k, exclude_self)
     device = torch.device(device) if device is not None else q.device
     dtype = torch.promote_types(q.dtype, g.dtype)
     step = _chunk_rows(chunk_size, g.shape[0])
     if _resolve_backend(backend, dtype, device) == "faiss":
         return _faiss_topk(q, g, k, step, exclude_self, progress)
 
+    return _torch_topk(q, g, k, step, exclude_self, device, dtype, progress)
+
+
+def _check_pair(q_shape: Tuple[int, ...], g_shape: Tuple[int, ...], k: int, exclude_self: bool) -> int:
+    """Check that queries and gallery match (and ``k``); returns ``k`` as an int."""
+    if q_shape[1] != g_shape[1]:
+        raise ValueError(f"gallery: dimension {g_shape[1]} differs from the queries' {q_shape[1]}")
+    if exclude_self and q_shape[0] != g_shape[0]:
+        raise ValueError(f"exclude_self: needs queries and gallery to be the same set, got "
+                         f"{q_shape[0]} queries and {g_shape[0]} gallery items")
+    return _check_k(k, g_shape[0] - int(exclude_self),
+                    "the gallery (without the query itself)" if exclude_self else "the gallery")
+
+
+def _torch_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool, device: torch.device,
+                dtype: torch.dtype, progress: bool) -> Tuple[Tensor, Tensor]:
+    """Blocks of ``step`` query rows against the whole gallery, top-``k`` of each."""
     qn = F.normalize(q.to(device=device, dtype=dtype), dim=1)
     gn_t = F.normalize(g.to(device=device, dtype=dtype), dim=1).T
     index = torch.empty(q.shape[0], k, dtype=torch.long, device=device)
