@@ -800,7 +800,8 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
     return combos, protocols, cuts
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--combos", default="minilm:minilm,tfidf:minilm",
                    help="comma-separated CROSS:INTRA encoder pairs (minilm|tfidf)")
@@ -832,6 +833,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
     p.add_argument("--merge", nargs="+", metavar="RUN.json",
                    help="only merge earlier runs' JSON files (e.g. one per combo, run in parallel) into --out")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.merge:
         write_outputs(merge_runs([Path(x) for x in args.merge]), Path(args.out))
