@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import scipy.sparse
@@ -156,18 +156,27 @@ def _sparse_topk(queries: Any, gallery: Any, k: int, chunk_size: Optional[int], 
     and no dense copy of a sparse side is ever made.
     """
     q, g = _unit_rows(queries), _unit_rows(gallery)
-    step = _chunk_rows(chunk_size, g.shape[0])
-    index = torch.empty(q.shape[0], k, dtype=torch.long, device=device)
-    score = torch.empty(q.shape[0], k, dtype=torch.float32, device=device)
-    bar = _progress(q.shape[0], progress, "top-k (sparse)")
-    for a in range(0, q.shape[0], step):
-        block = q[a:a + step]
+
+    def block(a: int, b: int) -> Tensor:
+        rows = q[a:b]
         if scipy.sparse.issparse(g):
-            dense = block.toarray() if scipy.sparse.issparse(block) else block
+            dense = rows.toarray() if scipy.sparse.issparse(rows) else rows
             sim = np.asarray(g @ dense.T).T
         else:
-            sim = np.asarray(block @ g.T)
-        sim = torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32)).to(device)
+            sim = np.asarray(rows @ g.T)
+        return torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32)).to(device)
+    return _blockwise_topk(block, q.shape[0], k, _chunk_rows(chunk_size, g.shape[0]), exclude_self,
+                           device, torch.float32, _progress(q.shape[0], progress, "top-k (sparse)"))
+
+
+def _blockwise_topk(block: Callable[[int, int], Tensor], rows: int, k: int, step: int, exclude_self: bool,
+                    device: torch.device, dtype: torch.dtype, bar: Any) -> Tuple[Tensor, Tensor]:
+    """Top-``k`` of each row of the similarity blocks ``block(a, b)`` (rows ``a..b``), row ``i``
+    never returning item ``i`` with ``exclude_self``."""
+    index = torch.empty(rows, k, dtype=torch.long, device=device)
+    score = torch.empty(rows, k, dtype=dtype, device=device)
+    for a in range(0, rows, step):
+        sim = block(a, min(a + step, rows))
         if exclude_self:
             r = torch.arange(sim.shape[0], device=device)
             sim[r, a + r] = float("-inf")
@@ -283,20 +292,8 @@ def _torch_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool, dev
     """Blocks of ``step`` query rows against the whole gallery, top-``k`` of each."""
     qn = F.normalize(q.to(device=device, dtype=dtype), dim=1)
     gn_t = F.normalize(g.to(device=device, dtype=dtype), dim=1).T
-    index = torch.empty(q.shape[0], k, dtype=torch.long, device=device)
-    score = torch.empty(q.shape[0], k, dtype=dtype, device=device)
-    bar = _progress(q.shape[0], progress, "top-k")
-    for a in range(0, q.shape[0], step):
-        sim = qn[a:a + step] @ gn_t
-        if exclude_self:
-            r = torch.arange(sim.shape[0], device=device)
-            sim[r, a + r] = float("-inf")
-        index[a:a + step], score[a:a + step] = _select_topk(sim, k)
-        if bar is not None:
-            bar.update(sim.shape[0])
-    if bar is not None:
-        bar.close()
-    return index, score
+    return _blockwise_topk(lambda a, b: qn[a:b] @ gn_t, q.shape[0], k, step, exclude_self, device, dtype,
+                           _progress(q.shape[0], progress, "top-k"))
 
 
 def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool,
