@@ -641,6 +641,9 @@ def result_section(res: Dict, cfg: Dict) -> List[str]:
     if len(res["cases"]) > 1:
         out.append(f"Metrics averaged over {len(res['cases'])} folds (base rSum per fold: "
                    + ", ".join(f"{x:.2f}" for x in t["base_rsum_per_fold"]) + ").")
+    if res.get("peak_rss_gib") is not None:
+        out.append(f"This protocol took {res['seconds'] / 60:.1f} min (training of every seed included where it "
+                   f"trained the models), peak RSS of the process so far {res['peak_rss_gib']:.2f} GiB.")
     c0 = res["cases"][0]["report"]["config"]
     bank = c0.get("bank") or {}
     out.append(f"Test bundle: {c0['bundle']['num_images']} images x {c0['bundle']['num_texts']} captions"
