@@ -22,12 +22,11 @@ which leaves exactly the single-process gradient: with dropout 0, one step on
 plus its rank before every step, so the processes draw different masks (the same
 masks would correlate the shares) and a resumed run repeats an uninterrupted one.
 
-**Writing.** Only rank 0 writes: the other processes get no run folder. Every
+**Writing.** Only rank 0 writes (``Trainer.writes_files`` is False elsewhere):
+the other processes read the run folder to resume but never write it. Every
 process evaluates the dev split with identical weights, and :meth:`DistributedTrainer.fit`
 broadcasts rank 0's selected epoch, fusion weights and weights at the end, so
-all ranks agree. Resuming (``--resume``) under several processes needs a hook in
-:class:`~pillargraph.train.Trainer` (ranks other than 0 must read ``last.pt``
-without writing) and is refused until it exists.
+all ranks agree. ``--resume`` continues an interrupted multi-process run.
 """
 from __future__ import annotations
 
@@ -211,8 +210,7 @@ class DistributedTrainer(Trainer):
         """:meth:`Trainer.fit` on every process; rank 0's selection and weights are then broadcast.
 
         Raises:
-            ValueError: a global batch would leave a process without items, or
-                a run would be resumed under several processes (not supported yet).
+            ValueError: a global batch would leave a process without items.
         """
         ctx = self.context
         if ctx.distributed:
