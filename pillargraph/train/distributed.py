@@ -225,10 +225,3 @@ class DistributedTrainer(Trainer):
             self.model.fusion_weights = result.fusion
         return result
 
-    def _refuse_resume(self, resume: bool) -> None:
-        """Resuming needs every rank to read ``last.pt``; only rank 0 knows the run folder."""
-        found = [bool(resume and self.out_dir is not None and (Path(self.out_dir) / "last.pt").exists())]
-        dist.broadcast_object_list(found, src=0)
-        if found[0]:
-            raise ValueError("--resume: resuming a run under torchrun is not supported yet (the Trainer "
-                             "needs a read-only restore for ranks other than 0); resume it with one process")
