@@ -29,7 +29,8 @@ from ..bundle import SimilarityBundle, as_tensor
 from ..io import atomic_write, read_npz
 from .source import KINDS, check_kind
 
-__all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS"]
+__all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS", "chunk_rows",
+           "resolve_backend"]
 
 #: Values of the ``backend`` argument of :func:`topk_neighbors`.
 BACKENDS = ("auto", "torch", "faiss")
@@ -77,7 +78,15 @@ def _embedding_side(value: Any, name: str) -> Any:
     return _float_matrix(value, name)
 
 
-def _chunk_rows(chunk_size: Optional[int], num_cols: int) -> int:
+def chunk_rows(chunk_size: Optional[int], num_cols: int) -> int:
+    """Query rows per similarity block against a gallery of ``num_cols`` items.
+
+    The blocks :func:`topk_neighbors` and :func:`topk_from_matrix` search: ``chunk_size``
+    when given, otherwise as many rows as keep one block at :math:`2^{25}` scores.
+
+    Raises:
+        ValueError: ``chunk_size`` is not positive.
+    """
     if chunk_size is None:
         return max(1, _CHUNK_ELEMENTS // max(num_cols, 1))
     if int(chunk_size) < 1:
@@ -165,7 +174,7 @@ def _sparse_topk(queries: Any, gallery: Any, k: int, chunk_size: Optional[int], 
         else:
             sim = np.asarray(rows @ g.T)
         return torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32)).to(device)
-    return _blockwise_topk(block, q.shape[0], k, _chunk_rows(chunk_size, g.shape[0]), exclude_self,
+    return _blockwise_topk(block, q.shape[0], k, chunk_rows(chunk_size, g.shape[0]), exclude_self,
                            device, torch.float32, _progress(q.shape[0], progress, "top-k (sparse)"))
 
 
@@ -188,7 +197,16 @@ def _blockwise_topk(block: Callable[[int, int], Tensor], rows: int, k: int, step
     return index, score
 
 
-def _resolve_backend(backend: str, dtype: torch.dtype, device: torch.device) -> str:
+def resolve_backend(backend: str, dtype: torch.dtype, device: torch.device) -> str:
+    """The backend :func:`topk_neighbors` runs for ``backend`` on inputs of ``dtype`` on ``device``.
+
+    Returns:
+        ``'torch'`` or ``'faiss'`` (``'auto'`` is FAISS where it is installed, the
+        device is the CPU and the inputs are float32).
+
+    Raises:
+        ValueError: an unknown backend, or ``'faiss'`` where it cannot run.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend: unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     if backend == "faiss":
@@ -269,8 +287,8 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
     k = _check_pair(q.shape, g.shape, k, exclude_self)
     device = torch.device(device) if device is not None else q.device
     dtype = torch.promote_types(q.dtype, g.dtype)
-    step = _chunk_rows(chunk_size, g.shape[0])
-    if _resolve_backend(backend, dtype, device) == "faiss":
+    step = chunk_rows(chunk_size, g.shape[0])
+    if resolve_backend(backend, dtype, device) == "faiss":
         return _faiss_topk(q, g, k, step, exclude_self, progress)
 
     return _torch_topk(q, g, k, step, exclude_self, device, dtype, progress)
@@ -365,7 +383,7 @@ def topk_from_matrix(matrix: Any, k: int, chunk_size: Optional[int] = None, *,
     if device is None:
         device = matrix.device if isinstance(matrix, Tensor) else torch.device("cpu")
     device = torch.device(device)
-    step = _chunk_rows(chunk_size, cols)
+    step = chunk_rows(chunk_size, cols)
     index = score = None
     for a in range(0, rows, step):
         block = matrix[a:a + step]
@@ -808,7 +826,7 @@ class NeighborLists:
                 continue
             idx, val = topk_from_matrix(mat, min(depth[kind], mat.shape[1]), chunk_size, device=device)
             lists[f"{kind}_index"], lists[f"{kind}_score"] = idx, val
-        symmetric = all(_is_symmetric(m, _chunk_rows(chunk_size, m.shape[1]))
+        symmetric = all(_is_symmetric(m, chunk_rows(chunk_size, m.shape[1]))
                         for m in (bundle.sim_i2i, bundle.sim_t2t) if m is not None)
         t = bundle.txt2img.to(lists["i2t_index"].device)
         return cls(txt2img=t, symmetric_intra=symmetric, **lists)
