@@ -30,7 +30,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -44,9 +44,9 @@ from .io import atomic_write, read_npz
 from .modality import DIRECTIONS
 from .rerank import Scored, Split, combine_any, model_builder, rerank_scores, resolve_fusion
 
-__all__ = ["ShardPart", "ShardScores", "parse_shard", "shard_from_env", "shard_range", "file_fingerprint",
-           "rerank_shard", "check_parts", "check_fingerprint", "merge_scores", "merge_parts",
-           "PART_FORMAT"]
+__all__ = ["ShardPart", "ShardScores", "ShardLike", "parse_shard", "shard_from_env", "shard_range",
+           "file_fingerprint", "check_shard_set", "rerank_shard", "check_parts", "check_fingerprint",
+           "merge_scores", "merge_parts", "PART_FORMAT"]
 
 #: Written into every part file; :meth:`ShardPart.load` refuses other formats.
 PART_FORMAT = "pillargraph-rerank-part/1"
@@ -280,25 +280,49 @@ def _settings(part: ShardPart) -> Dict[str, Any]:
             "fusion weights": part.fusion, "output mode": part.output, "batch size": part.batch_size}
 
 
-def check_parts(parts: Sequence[ShardPart]) -> List[ShardPart]:
+class ShardLike(Protocol):
+    """What :func:`check_shard_set` reads of a part: its shard, its name and its row ranges."""
+
+    index: int
+    count: int
+
+    @property
+    def name(self) -> str: ...
+
+    def ranges(self) -> Dict[str, Tuple[int, int]]: ...
+
+
+P = TypeVar("P", bound=ShardLike)
+
+
+def check_shard_set(parts: Sequence[P], settings: Callable[[P], Dict[str, Any]],
+                    expected: Callable[[P], Dict[str, Tuple[int, int]]]) -> List[P]:
     """The parts in shard order, after checking that they are exactly the ``N`` shards of one run.
+
+    Shared by every kind of sharded work (re-ranking parts here, neighbour-list
+    parts in :mod:`pillargraph.data.list_shards`).
+
+    Args:
+        parts: the parts, in any order.
+        settings: what every part of one run must share, by a name for messages
+            (include the shard count).
+        expected: the ranges :meth:`ShardLike.ranges` must return for a part.
 
     Raises:
         ValueError: one line naming the problem: no parts, parts of different
-            runs (count, input fingerprints, fusion, output or batch size), a
-            repeated shard, a missing shard, or a part whose query ranges are
-            not its shard's.
+            runs (naming the settings that differ), a repeated shard, a missing
+            shard, or a part whose ranges are not its shard's.
     """
     if not parts:
         raise ValueError("parts: no part files given")
     first = parts[0]
-    ref = _settings(first)
+    ref = settings(first)
     for p in parts[1:]:
-        other = _settings(p)
+        other = settings(p)
         diff = [k for k in ref if ref[k] != other[k]]
         if diff:
             raise ValueError(f"{p.name}: not from the same run as {first.name} (different {', '.join(diff)})")
-    seen: Dict[int, ShardPart] = {}
+    seen: Dict[int, P] = {}
     for p in parts:
         if p.index in seen:
             raise ValueError(f"shard {p.index}/{p.count} given twice: {seen[p.index].name} and {p.name}")
@@ -308,11 +332,24 @@ def check_parts(parts: Sequence[ShardPart]) -> List[ShardPart]:
         raise ValueError(f"missing shard(s) {', '.join(map(str, missing))} of {first.count} "
                          f"(got {', '.join(map(str, sorted(seen)))})")
     for p in parts:
-        want = {d: shard_range(p.num_queries[d], p.index, p.count, p.batch_size) for d in DIRECTIONS}
+        want = expected(p)
         if p.ranges() != want:
             raise ValueError(f"{p.name}: query ranges {p.ranges()} are not those of shard {p.index}/{p.count} "
                              f"({want}); the part is damaged")
     return [seen[i] for i in range(1, first.count + 1)]
+
+
+def check_parts(parts: Sequence[ShardPart]) -> List[ShardPart]:
+    """The re-ranking parts in shard order, after checking that they are exactly the ``N`` shards of one run.
+
+    Raises:
+        ValueError: one line naming the problem (see :func:`check_shard_set`):
+            parts of different runs (count, input fingerprints, fusion, output
+            or batch size), a repeated or missing shard, or damaged query ranges.
+    """
+    def expected(p: ShardPart) -> Dict[str, Tuple[int, int]]:
+        return {d: shard_range(p.num_queries[d], p.index, p.count, p.batch_size) for d in DIRECTIONS}
+    return check_shard_set(parts, _settings, expected)
 
 
 def check_fingerprint(parts: Sequence[ShardPart], split_path: Union[str, os.PathLike]) -> None:
