@@ -220,8 +220,9 @@ class ShardPart:
             ValueError: not a part file (the message names the file).
         """
         kind = npz_format(path)
-        if kind is not None:
-            what = {"bundle": "a bundle", "lists": "neighbour lists"}.get(kind, kind)
+        if kind not in (None, "rerank-part"):
+            what = {"bundle": "a bundle", "lists": "neighbour lists",
+                    "lists-part": "a neighbour-list part"}.get(kind, kind)
             raise ValueError(f"{path}: holds {what}, not a re-ranking part (parts are written by "
                              f"`pillargraph rerank --shard I/N`)")
         arrays = read_npz(path, "re-ranking part", _KEYS, required=_KEYS)

@@ -23,13 +23,16 @@ __all__ = ["npz_format", "load_split", "load_embeddings", "EMBEDDING_KEYS", "FOR
 #: Keys of an embeddings file (the first three required).
 EMBEDDING_KEYS = ("img_emb", "txt_emb", "txt2img", "img_intra_emb", "txt_intra_emb")
 #: What :func:`npz_format` can answer.
-FORMATS = ("bundle", "lists", "embeddings")
+FORMATS = ("bundle", "lists", "embeddings", "lists-part", "rerank-part")
 
 PathLike = Union[str, os.PathLike]
 
 
 def npz_format(path: PathLike) -> Optional[str]:
-    """``'bundle'``, ``'lists'`` or ``'embeddings'`` from the keys of an ``.npz``, or None when unknown.
+    """``'bundle'``, ``'lists'``, ``'embeddings'``, ``'lists-part'`` or ``'rerank-part'`` from the keys of
+    an ``.npz``, or None when unknown.
+
+    The parts are those of ``pillargraph neighbors --shard`` and ``pillargraph rerank --shard``.
 
     Only the archive's member names are read; a file that is not a readable zip
     archive gives None (its loader then says what is wrong with it).
@@ -39,6 +42,10 @@ def npz_format(path: PathLike) -> Optional[str]:
             keys = {name[:-4] for name in archive.namelist() if name.endswith(".npy")}
     except (OSError, zipfile.BadZipFile, ValueError):
         return None
+    if "list_part" in keys:
+        return "lists-part"
+    if {"meta", "i2t_learned"} <= keys:
+        return "rerank-part"
     if "sim_i2t" in keys:
         return "bundle"
     if "i2t_index" in keys:
@@ -62,6 +69,10 @@ def load_split(path: PathLike) -> Union[SimilarityBundle, NeighborLists]:
         raise ValueError(f"{path}: holds embeddings, not similarities; turn it into neighbour lists with "
                          f"`pillargraph neighbors {path} --out LISTS.npz` (or a bundle with "
                          f"SimilarityBundle.from_embeddings)")
+    if fmt in ("lists-part", "rerank-part"):
+        what = "neighbour search" if fmt == "lists-part" else "re-ranking"
+        raise ValueError(f"{path}: is one part of a sharded {what}; assemble the parts with "
+                         f"`pillargraph merge PART... --out OUT.npz`")
     return SimilarityBundle.load(path)
 
 
