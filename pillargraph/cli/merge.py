@@ -1,10 +1,14 @@
-"""``pillargraph merge PART.npz ... --out OUT.npz``: assemble the parts of a sharded ``rerank``."""
+"""``pillargraph merge PART.npz ... --out OUT.npz``: assemble the parts of a sharded ``rerank`` or ``neighbors``.
+
+The kind of part is told by the first file's keys (:func:`~pillargraph.data.npz_format`).
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..data.files import load_split
+from ..data.files import load_split, npz_format
+from ..data.list_shards import ListPart, merge_list_parts
 from ..rerank import evaluate_any
 from ..shard import ShardPart, check_fingerprint, check_parts, merge_parts
 from . import CLIError
@@ -17,6 +21,8 @@ __all__ = ["add_parser", "run"]
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out(out, args.force)
+    if npz_format(args.parts[0]) == "lists-part":
+        return merge_lists(args, out)
     parts = check_parts([ShardPart.load(p) for p in args.parts])  # before the split is read
     split_path = args.split or parts[0].split_path
     if split_path is None:
@@ -32,14 +38,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def merge_lists(args: argparse.Namespace, out: Path) -> int:
+    """The parts of ``pillargraph neighbors --shard I/N``: write the unsharded neighbour lists."""
+    if args.split is not None:
+        raise CLIError("--split: neighbour-list parts hold everything the merge needs; leave --split out")
+    parts = [ListPart.load(p) for p in args.parts]
+    lists = merge_list_parts(parts)
+    lists.save(out)
+    print(f"{lists!r} from {len(parts)} shards; wrote {out}")
+    return 0
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("merge", help="assemble the parts of a sharded rerank",
-                       description="Assemble the N part files of `pillargraph rerank --shard I/N` into the "
-                                   "result the unsharded `pillargraph rerank` writes.")
+    p = sub.add_parser("merge", help="assemble the parts of a sharded rerank or neighbors",
+                       description="Assemble the N part files of `pillargraph rerank --shard I/N` or "
+                                   "`pillargraph neighbors --shard I/N` into the result the unsharded command "
+                                   "writes.")
     p.add_argument("parts", nargs="+", help="the part files, one per shard, in any order")
-    p.add_argument("--out", required=True, help="output .npz: the re-ranked bundle or neighbour lists")
+    p.add_argument("--out", required=True, help="output .npz: the re-ranked bundle or neighbour lists, or the "
+                                                "neighbour lists of a sharded search")
     p.add_argument("--split", default=None,
-                   help="the bundle or lists the parts were made from (default: the path recorded in the parts; "
-                        "checked against their fingerprint either way)")
+                   help="re-ranking parts only: the bundle or lists the parts were made from (default: the path "
+                        "recorded in the parts; checked against their fingerprint either way)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)

@@ -4,6 +4,11 @@
 optionally ``img_intra_emb`` / ``txt_intra_emb`` from unimodal encoders) or a
 dense bundle. The lists are written in the format :meth:`NeighborLists.save`
 writes, which ``train``, ``rerank`` and ``evaluate`` accept in place of a bundle.
+
+With ``--shard I/N`` (or ``--shard torchrun``) only shard ``I`` of each kind's
+query rows is searched and a part file is written; ``pillargraph merge``
+assembles the ``N`` parts into the unsharded output
+(:mod:`pillargraph.data.list_shards`).
 """
 from __future__ import annotations
 
@@ -11,18 +16,23 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 from ..bundle import SimilarityBundle
 from ..data.files import load_embeddings, npz_format
+from ..data.list_shards import neighbor_shard
 from ..data.neighbors import BACKENDS, NeighborLists, faiss_available
 from ..device import resolve_device
 from ..io import ensure_writable_dir
+from ..shard import file_fingerprint
 from . import CLIError
+from .rerank import shard_out
 
 __all__ = ["add_parser", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
+    shard, args.out = shard_out(args.shard, args.out)
     out = Path(args.out)
     if out.suffix != ".npz":
         raise CLIError(f"--out: expected a .npz file name, got {out.name!r}")
@@ -33,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     ensure_writable_dir(out.parent)  # before the search, not after it
     progress = not args.quiet and sys.stderr.isatty() or args.progress
+    if shard is not None:
+        return write_shard(args, shard, device, progress)
     t0 = time.perf_counter()
     if npz_format(args.input) == "embeddings":
         arrays = load_embeddings(args.input)
@@ -54,6 +66,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_shard(args: argparse.Namespace, shard: Tuple[int, int], device, progress: bool) -> int:
+    """``--shard I/N``: search shard ``I`` of ``N`` of the query rows and write its part for ``merge``."""
+    if npz_format(args.input) != "embeddings":
+        raise CLIError(f"--shard: needs an embeddings file (img_emb, txt_emb, txt2img), and {args.input} is not "
+                       f"one; a dense bundle's lists are built whole")
+    t0 = time.perf_counter()
+    arrays = load_embeddings(args.input)
+    part = neighbor_shard(arrays["img_emb"], arrays["txt_emb"], arrays["txt2img"], args.k,
+                          arrays.get("img_intra_emb"), arrays.get("txt_intra_emb"), index=shard[0], count=shard[1],
+                          keep_embeddings=not args.no_embeddings, chunk_size=args.chunk_size,
+                          backend=args.backend, device=device, progress=progress,
+                          inputs={"embeddings": file_fingerprint(args.input)},
+                          input_path=str(Path(args.input).resolve()))
+    part.save(args.out)
+    (a, b), (c, d) = part.ranges()["i2t"], part.ranges()["t2i"]
+    backends = "/".join(sorted(set(part.backends.values())))
+    print(f"shard {part.index}/{part.count}: image rows [{a}, {b}) of {part.num_images}, caption rows [{c}, {d}) "
+          f"of {part.num_texts} (k {part.k}, backend {backends}) in "
+          f"{time.perf_counter() - t0:.1f}s; wrote {args.out}")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("neighbors", help="top-k neighbour lists from embeddings or a bundle",
                        description="Compute top-k neighbour lists (i2t, t2i, i2i, t2t) in chunks, for "
@@ -61,7 +95,12 @@ def add_parser(sub) -> None:
     p.add_argument("input", help="embeddings .npz (img_emb, txt_emb, txt2img[, img_intra_emb, txt_intra_emb]) "
                                  "or a dense bundle .npz")
     p.add_argument("--k", type=int, default=100, help="neighbours per row and kind (default: 100)")
-    p.add_argument("--out", required=True, help="output .npz (NeighborLists format)")
+    p.add_argument("--out", required=True, help="output .npz (NeighborLists format); with --shard, the shard's "
+                                                "part file")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="search only shard I (from 1) of N of each kind's query rows (embeddings input) and "
+                        "write a part file; `pillargraph merge` assembles the N parts into the unsharded lists; "
+                        "'torchrun' takes I/N from RANK and WORLD_SIZE (put {shard} in --out)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="top-k search: FAISS when installed (auto), or chunked torch")
     p.add_argument("--chunk-size", type=int, default=None, help="query rows per block")

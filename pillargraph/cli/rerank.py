@@ -43,13 +43,23 @@ def shard_of(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return shard_from_env() if text == "torchrun" else parse_shard(text)
 
 
-def run(args: argparse.Namespace) -> int:
-    shard = shard_of(args.shard)
-    if shard is not None and args.shard == "torchrun":
-        if "{shard}" not in args.out and shard[1] > 1:
+def shard_out(shard_arg: Optional[str], out: str) -> Tuple[Optional[Tuple[int, int]], str]:
+    """``--shard`` and ``--out`` of a sharded command: the shard, and ``--out`` with ``{shard}`` filled in.
+
+    Under ``--shard torchrun`` every process writes its own part, so ``--out``
+    must hold ``{shard}`` (unless there is only one process).
+    """
+    shard = shard_of(shard_arg)
+    if shard is not None and shard_arg == "torchrun":
+        if "{shard}" not in out and shard[1] > 1:
             raise CLIError("--out: under --shard torchrun every process writes its own part; put {shard} in "
                            "the name, e.g. part-{shard}.npz")
-        args.out = args.out.replace("{shard}", str(shard[0]))
+        out = out.replace("{shard}", str(shard[0]))
+    return shard, out
+
+
+def run(args: argparse.Namespace) -> int:
+    shard, args.out = shard_out(args.shard, args.out)
     out = Path(args.out)
     check_out(out, args.force)
     if args.batch_size < 1:
