@@ -352,12 +352,11 @@ def merge_seeds(report: ComparisonReport, seeds: List[int]) -> None:
     for label in (LEARNED, LEARNED_FUSED):
         per = [report.row(f"{label} [seed {s}]") for s in seeds]
         row = per[0]
-        keys = list(row.metrics)
-        row.metrics = {k: float(np.mean([p.metrics[k] for p in per])) for k in keys}
-        row.delta = {k: row.metrics[k] - report.base[k] for k in row.delta}
+        rsums = [p.metrics["rsum"] for p in per]  # before row 0's metrics become the mean
         mp = [p.params.get("multi_positive") for p in per]
-        row.params = {"seeds": seeds, "rsum_per_seed": [p.metrics["rsum"] for p in per],
-                      "rsum_std": float(np.std([p.metrics["rsum"] for p in per]))}
+        row.metrics = {k: float(np.mean([p.metrics[k] for p in per])) for k in list(row.metrics)}
+        row.delta = {k: row.metrics[k] - report.base[k] for k in row.delta}
+        row.params = {"seeds": seeds, "rsum_per_seed": rsums, "rsum_std": float(np.std(rsums))}
         if all(mp):
             row.params["multi_positive"] = {k: float(np.mean([m[k] for m in mp])) for k in mp[0]}
         row.method = label
