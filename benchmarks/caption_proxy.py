@@ -674,7 +674,7 @@ def result_section(res: Dict, cfg: Dict) -> List[str]:
                         f"i2t {c['learned']['fusion']['i2t']:g} / t2i {c['learned']['fusion']['t2i']:g}, "
                         f"trained in {c['learned']['train_seconds']:.0f}s"
                         for c in res["cases"]) + "."]
-    out += seed_lines(res) + tuning_lines(res)
+    out += seed_lines(res) + multi_positive_lines(res) + tuning_lines(res)
     return out
 
 
