@@ -390,6 +390,8 @@ def paper_case(test: SimilarityBundle, data: PaperData, fusions: Dict[int, Fusio
         first = first or rep
         del scores
     report = ComparisonReport(base=first.base, rows=rows, config=first.config)
+    report.config["bank"] = None if bank is None else {k: list(getattr(bank, k).shape) for k in ("bank_i2t", "bank_t2i")
+                                                       if getattr(bank, k) is not None}
     if multi_positive:
         report.config["base_multi_positive"] = coco5k_eccv_cxc(test, anchor=0)
     merge_seeds(report, args.seeds)
