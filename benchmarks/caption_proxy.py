@@ -692,6 +692,8 @@ def to_markdown(payload: Dict) -> str:
             "jobs): " + "; ".join(f"{', '.join(r['config']['combos'])}: {r['config'].get('seconds_total', 0) / 60:.1f} "
                                   f"min, peak RSS {r['config'].get('peak_rss_gib', float('nan')):.2f} GiB"
                                   for r in runs) + ".", ""]
+    if cfg.get("note_seed_repair"):
+        out += [f"Note: {cfg['note_seed_repair']}.", ""]
     if cfg.get("cuts"):
         out += ["What was cut to fit the time budget:", ""] + [f"- {c}" for c in cfg["cuts"]] + [""]
     if not cfg.get("complete", True):
