@@ -9,11 +9,9 @@ from pathlib import Path
 
 from ..data.files import load_split, npz_format
 from ..data.list_shards import ListPart, merge_list_parts
-from ..rerank import evaluate_any
 from ..shard import ShardPart, check_fingerprint, check_parts, merge_parts
 from . import CLIError
-from .evaluate import format_metrics
-from .rerank import check_out
+from .rerank import check_out, save_and_report
 
 __all__ = ["add_parser", "run"]
 
@@ -30,12 +28,8 @@ def run(args: argparse.Namespace) -> int:
     check_fingerprint(parts, split_path)
     split = load_split(split_path)
     result = merge_parts(parts, split)
-    result.save(out)
-    print(format_metrics(evaluate_any(split), "base"))
-    print(format_metrics(evaluate_any(result), f"re-ranked ({parts[0].output} output, fusion weights "
-                                                f"{parts[0].fusion}, {len(parts)} shards)"))
-    print(f"wrote {out}")
-    return 0
+    return save_and_report(result, split, out, f"re-ranked ({parts[0].output} output, fusion weights "
+                                               f"{parts[0].fusion}, {len(parts)} shards)")
 
 
 def merge_lists(args: argparse.Namespace, out: Path) -> int:

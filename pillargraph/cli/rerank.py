@@ -8,7 +8,7 @@ from typing import Optional, Tuple, Union
 from ..data.files import load_split
 from ..device import resolve_device
 from ..io import ensure_writable_dir
-from ..rerank import OUTPUTS, evaluate_any, rerank
+from ..rerank import OUTPUTS, Split, evaluate_any, rerank
 from ..shard import file_fingerprint, parse_shard, rerank_shard, shard_from_env
 from ..train import model_from_checkpoint
 from . import CLIError
@@ -73,10 +73,15 @@ def run(args: argparse.Namespace) -> int:
         return write_shard(args, model, bundle, fusion, shard, device)
     used = fusion if fusion is not None else (model.fusion_weights or 1.0)
     result = rerank(model, bundle, fusion=fusion, output=args.output, batch_size=args.batch_size, device=device)
+    return save_and_report(result, bundle, out, f"re-ranked ({args.output or 'stored'} output, "
+                                                f"fusion weights {used})")
+
+
+def save_and_report(result: Split, split: Split, out: Path, title: str) -> int:
+    """Write a re-ranked split to ``out`` and print the base and the re-ranked metrics (exit status 0)."""
     result.save(out)
-    print(format_metrics(evaluate_any(bundle), "base"))
-    print(format_metrics(evaluate_any(result), f"re-ranked ({args.output or 'stored'} output, "
-                                                f"fusion weights {used})"))
+    print(format_metrics(evaluate_any(split), "base"))
+    print(format_metrics(evaluate_any(result), title))
     print(f"wrote {out}")
     return 0
 
