@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -88,16 +88,21 @@ def fuse_with_base(bundle: SimilarityBundle, scores: Mapping[str, Tensor],
     Returns:
         ``{direction: [N, M]}`` float32 scores for the directions in ``scores``.
     """
-    base = {"i2t": bundle.sim_i2t, "t2i": bundle.t2i_scores.T}
     out = {}
     for d, s in scores.items():
         w = float(weights[d])
         if not 0.0 <= w <= 1.0:
             raise ValueError(f"weights[{d!r}]: fusion weight must lie in [0, 1], got {w}")
-        dim = 1 if d == "i2t" else 0  # the query axis is summarised over the gallery
-        b = base[d].to(s.device)
-        out[d] = (w * _standardise(s, dim) + (1.0 - w) * _standardise(b, dim)).float()
+        z_s, z_b = _standardised_pair(bundle, d, s)
+        out[d] = (w * z_s + (1.0 - w) * z_b).float()
     return out
+
+
+def _standardised_pair(bundle: SimilarityBundle, direction: str, scores: Tensor) -> Tuple[Tensor, Tensor]:
+    """A direction's re-ranked and base scores, each standardised per query over the gallery."""
+    base = bundle.sim_i2t if direction == "i2t" else bundle.t2i_scores.T
+    dim = 1 if direction == "i2t" else 0  # the query axis is summarised over the gallery
+    return _standardise(scores, dim), _standardise(base.to(scores.device), dim)
 
 
 @dataclass
@@ -132,9 +137,11 @@ class TunedReranker:
                  device: Union[str, torch.device, None] = None) -> Dict[str, Tensor]:
         """Re-score ``bundle`` with the chosen parameters (and, with ``fused``, the chosen fusion)."""
         scores = self.reranker()(bundle, bank=bank, device=device)
-        if not fused:
-            return scores
-        return fuse_with_base(bundle.to(device) if device is not None else bundle, scores, self.fusion)
+        return self.fuse(bundle.to(device) if device is not None else bundle, scores) if fused else scores
+
+    def fuse(self, bundle: SimilarityBundle, scores: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """This method's output on ``bundle`` blended with its base scores at the dev-chosen weights."""
+        return fuse_with_base(bundle, scores, self.fusion)
 
     def as_dict(self) -> Dict[str, Any]:
         """JSON-ready record of what was searched and chosen."""
@@ -164,7 +171,8 @@ def _choose_fusion(dev: SimilarityBundle, scores: Mapping[str, Tensor],
     grid = sorted(set(float(w) for w in fusion_grid) | {0.0})
     best = {}
     for d, s in scores.items():
-        rsums = [(direction_rsum(evaluate_rescored(fuse_with_base(dev, {d: s}, {d: w}), dev), d), -w)
+        z_s, z_b = _standardised_pair(dev, d, s)  # once per direction, not once per weight
+        rsums = [(direction_rsum(evaluate_rescored({d: (w * z_s + (1.0 - w) * z_b).float()}, dev), d), -w)
                  for w in grid]
         best[d] = -max(rsums)[1]
     return best
