@@ -56,7 +56,7 @@ import torch
 from pillargraph.baselines import (QueryBank, TunedReranker, available_rerankers, get_reranker,
                                    tune_reranker)
 from pillargraph.bundle import SimilarityBundle
-from pillargraph.compare import ComparisonReport, compare
+from pillargraph.compare import ComparisonReport, ComparisonRow, compare
 from pillargraph.data import ProxyEmbeddings, caption_proxy_bundle, caption_proxy_embeddings, coco5k_eccv_cxc
 from pillargraph.metrics import fold_slices
 from pillargraph.modality import DIRECTIONS
@@ -377,8 +377,10 @@ def paper_case(test: SimilarityBundle, data: PaperData, fusions: Dict[int, Fusio
         t0 = time.perf_counter()
         try:
             scores = make()
-        except ValueError as err:
+        except ValueError as err:  # recorded like compare() records a method that cannot run
             log(f"    {label}: {err}")
+            rows.append(ComparisonRow(method=label, status="failed", needs=flags,
+                                      reason=f"{type(err).__name__}: {err}"))
             continue
         secs = time.perf_counter() - t0
         rep = compare(test, methods=[], extra={label: scores}, extra_needs={label: flags})
@@ -408,9 +410,15 @@ def case_rows(test: SimilarityBundle, data: PaperData, fusions: Dict[int, Fusion
         flags = {k: v for k, v in cls.needs().items() if k in FLAGS}
         yield m, (lambda cls=cls: cls()(test, bank=bank, device=args.device)), flags
         if m in tuned:
-            t = tuned[m]
-            yield TUNED.format(m), (lambda t=t: t(test, bank=bank, device=args.device)), flags
-            yield TUNED_FUSED.format(m), (lambda t=t: t(test, bank=bank, fused=True, device=args.device)), flags
+            t, kept = tuned[m], {}
+
+            def tuned_scores(t=t, kept=kept):
+                kept["s"] = t(test, bank=bank, device=args.device)
+                return kept["s"]
+            yield TUNED.format(m), tuned_scores, flags
+            # the fused row blends the scores just made (the method runs once for both rows)
+            yield TUNED_FUSED.format(m), (lambda t=t, kept=kept, again=tuned_scores: t.fuse(
+                test.to(args.device), kept.pop("s") if "s" in kept else again())), flags
     for seed, fitted in data.models.items():
         flags = dict(LEARNED_NEEDS, transductive=fitted.transductive)
         f = fusions[seed]
