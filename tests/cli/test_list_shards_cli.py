@@ -6,6 +6,8 @@ from pillargraph.cli import main
 from pillargraph.data.synthetic import SyntheticConfig, SyntheticWorld
 from pillargraph.shard import ShardPart
 
+from ..helpers.shards import merge_error, same_npz
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
@@ -25,12 +27,6 @@ def neighbors(files, out, *extra, name="a", k=9):
                  "--backend", "torch", "--chunk-size", "4", "--quiet", *extra])
 
 
-def same_npz(a, b):
-    with np.load(a) as x, np.load(b) as y:
-        assert sorted(x.files) == sorted(y.files)
-        for key in x.files:
-            assert x[key].dtype == y[key].dtype and np.array_equal(x[key], y[key]), key
-
 
 @pytest.mark.parametrize("count,extra", [(1, []), (2, []), (3, []), (3, ["--no-embeddings"])])
 def test_merge_equals_unsharded_neighbors(files, tmp_path, capsys, count, extra):
@@ -43,12 +39,6 @@ def test_merge_equals_unsharded_neighbors(files, tmp_path, capsys, count, extra)
     assert f"from {count} shards" in capsys.readouterr().out
     same_npz(tmp_path / "merged.npz", tmp_path / "full.npz")
 
-
-def merge_error(capsys, *args):
-    assert main(["merge", *map(str, args)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    return err
 
 
 def test_bad_parts_are_one_line_errors(files, tmp_path, capsys):

@@ -1,5 +1,4 @@
 """``pillargraph rerank --shard I/N`` and ``pillargraph merge``: the merge equals the unsharded rerank."""
-import numpy as np
 import pytest
 import torch
 
@@ -8,6 +7,7 @@ from pillargraph.data.neighbors import NeighborLists
 from pillargraph.train import CHECKPOINT_FORMAT
 
 from ..helpers.tiny import tiny_builder, tiny_model, tiny_splits
+from ..helpers.shards import merge_error, same_npz
 
 
 def save_checkpoint(path, seed, fusion):
@@ -33,12 +33,6 @@ def rerank(files, split, out, *extra):
                  "--batch-size", "8", *extra])
 
 
-def same_npz(a, b):
-    with np.load(a) as x, np.load(b) as y:
-        assert sorted(x.files) == sorted(y.files)
-        for key in x.files:
-            assert x[key].dtype == y[key].dtype and np.array_equal(x[key], y[key]), key
-
 
 @pytest.mark.parametrize("split,count,extra", [("test.npz", 1, []), ("test.npz", 2, []), ("test.npz", 3, []),
                                                ("test.npz", 3, ["--output", "directions"]),
@@ -53,12 +47,6 @@ def test_merge_equals_unsharded_rerank(files, tmp_path, capsys, split, count, ex
     assert f"{count} shards" in capsys.readouterr().out
     same_npz(tmp_path / "merged.npz", tmp_path / "full.npz")
 
-
-def merge_error(capsys, *args):
-    assert main(["merge", *map(str, args)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    return err
 
 
 def test_bad_parts_are_one_line_errors(files, tmp_path, capsys):
