@@ -9,7 +9,7 @@ import torch
 from ..data.files import load_split
 from ..device import resolve_device
 from ..graphs import PillarGraphBuilder
-from ..graphs.node_features import NODE_FEATURES
+from ..graphs.node_features import NODE_FEATURES, split_node_features
 from ..io import ensure_writable_dir
 from ..losses import LOSS_DEFAULTS
 from ..nn import PillarReranker
@@ -29,7 +29,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="pillar halves to use (ablation: inter-only, intra-only)")
     g.add_argument("--node-features", default="",
                    help=f"extra candidate features beside the pillar space, comma-separated: "
-                        f"{', '.join(NODE_FEATURES)} ('reciprocal' reads other test queries: transductive)")
+                        f"{', '.join(NODE_FEATURES)}, prior:METHOD(key=value ...) (a training-free re-ranker's "
+                        f"scores; 'reciprocal' and transductive priors read other test queries)")
     m = p.add_argument_group("model")
     m.add_argument("--layer", default="neighbor_attention",
                    help="reasoning layer: neighbor_attention, transformer, gatv2, gat, gcn, sage, gin, graph")
@@ -57,7 +58,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def components(args: argparse.Namespace):
     """Builder, model and training config from parsed arguments."""
-    features = tuple(f.strip() for f in args.node_features.split(",") if f.strip())
+    features = split_node_features(args.node_features)
     builder = PillarGraphBuilder(num_pillars=args.num_pillars, k_i2t=args.k_i2t, k_t2i=args.k_t2i,
                                  overlap_neighbors=args.overlap_neighbors, sparsity=args.sparsity,
                                  anchor=args.anchor, node_features=features)

@@ -13,8 +13,9 @@ from ..modality import IMAGE, TEXT, check_direction, gallery_modality, kind_betw
 from ..pillars import Pillars, check_anchor, pillar_features, select_pillars, top_others
 from .batch import GraphBatch
 from .dataset import QueryGraphDataset
-from .node_features import (TRANSDUCTIVE_FEATURES, check_node_features, num_node_features, rank_features,
+from .node_features import (check_node_features, is_transductive, num_node_features, rank_features,
                             reciprocal_features)
+from .priors import is_prior, prior_reranker, prior_scores
 from .overlap import NeighborTables, neighbor_tables, overlap_adjacency, overlap_counts
 
 __all__ = ["PillarGraphBuilder", "positive_sample"]
@@ -112,7 +113,8 @@ class PillarGraphBuilder:
             temporary memory (default: :obj:`2048`).
         node_features (sequence of str, optional): extra feature groups appended
             to every node's pillar vector, see :mod:`pillargraph.graphs.node_features`
-            (``'rank'``, ``'reciprocal'``; default: none, the paper's features).
+            (``'rank'``, ``'reciprocal'``, ``'prior:<method>'``; default: none, the
+            paper's features).
         reciprocal_depth (int, optional): reverse-list depth :math:`D` read by the
             ``'reciprocal'`` group (default: :obj:`64`).
 
@@ -149,6 +151,7 @@ class PillarGraphBuilder:
         self.node_features = check_node_features(node_features)
         self.reciprocal_depth = reciprocal_depth
         self._tables: Optional[tuple] = None
+        self._priors: Optional[tuple] = None
 
     # ----------------------------------------------------------------- config
     @property
@@ -177,8 +180,8 @@ class PillarGraphBuilder:
 
     @property
     def transductive(self) -> bool:
-        """Whether the graphs read other queries of the split (``'reciprocal'`` features)."""
-        return any(g in TRANSDUCTIVE_FEATURES for g in self.node_features)
+        """Whether the graphs read other queries of the split (``'reciprocal'``, a transductive prior)."""
+        return is_transductive(self.node_features)
 
     def num_candidates(self, direction: str) -> int:
         """Candidates re-ranked per query of ``direction`` (``k - 1``)."""
@@ -220,6 +223,16 @@ class PillarGraphBuilder:
         if self._tables is None or self._tables[0] is not source:
             self._tables = (source, neighbor_tables(source, self.overlap_neighbors))
         return self._tables[1]
+
+    def priors(self, source: SimilaritySource) -> Dict[str, Dict[str, SimilaritySource]]:
+        """Each ``'prior:<method>'`` group's re-scored split (computed once per split and cached)."""
+        if isinstance(source, _RankedSource):
+            source = source.source
+        key = getattr(source, "bundle", source)
+        if self._priors is None or self._priors[0] is not key:
+            self._priors = (key, {g: prior_scores(source, prior_reranker(g))
+                                  for g in self.node_features if is_prior(g)})
+        return self._priors[1]
 
     # ------------------------------------------------------------------ build
     def build(self, data: Union[SimilarityBundle, SimilaritySource], direction: str,
@@ -283,6 +296,12 @@ class PillarGraphBuilder:
         if "reciprocal" in self.node_features:
             parts.append(reciprocal_features(source, direction, nodes, candidate_mask, base,
                                              self._reverse_depth(source, direction)))
+        cmask = candidate_mask.to(nodes.device)
+        cand = nodes[:, cmask]
+        for scored in self.priors(source).values():
+            prior = torch.zeros(nodes.shape, dtype=torch.float32, device=nodes.device)
+            prior[:, cmask] = scored[direction].gather(direction, nodes[:, :1].expand_as(cand), cand).float()
+            parts.append(rank_features(prior, candidate_mask))
         return torch.cat(parts, dim=-1) if parts else None
 
     def query_graph(self, data: Union[SimilarityBundle, SimilaritySource], direction: str,

@@ -16,6 +16,9 @@ what KRNN and QB-Norm hand-code:
   :math:`r` the tie-pessimistic 1-based rank, capped at the reverse lists'
   depth :math:`D`. This reads other queries of the split, so a model that uses
   it is **transductive** at test time, like KRNN.
+* ``'prior:<method>'``: a training-free re-ranker's scores of the candidates,
+  as the three ``'rank'`` columns computed from them (see
+  :mod:`pillargraph.graphs.priors`); transductive when the method is.
 
 Every column is invariant to scaling the scores by :math:`c > 0` and gives
 tied candidates equal values, so no feature orders candidates by their
@@ -31,12 +34,15 @@ from torch import Tensor
 
 from ..data.source import SimilaritySource
 from ..modality import check_direction
+from .priors import is_prior, prior_reranker
 
 __all__ = ["NODE_FEATURES", "check_node_features", "num_node_features", "rank_features",
-           "reciprocal_features", "TRANSDUCTIVE_FEATURES"]
+           "reciprocal_features", "TRANSDUCTIVE_FEATURES", "is_transductive", "split_node_features"]
 
-#: Feature groups and their column counts.
+#: Feature groups and their column counts (besides any number of ``'prior:<method>'`` groups, 3 each).
 NODE_FEATURES = {"rank": 3, "reciprocal": 2}
+#: Columns of every ``'prior:<method>'`` group.
+PRIOR_COLUMNS = 3
 #: Groups that read other queries of the split at test time.
 TRANSDUCTIVE_FEATURES = ("reciprocal",)
 
@@ -45,19 +51,49 @@ _REL_TOL = 1e-6
 
 
 def check_node_features(groups: Sequence[str]) -> Tuple[str, ...]:
-    """The groups as a tuple in canonical order, or :class:`ValueError` naming an unknown one."""
+    """The groups as a tuple in canonical order, or :class:`ValueError` naming an unknown one.
+
+    Fixed groups come first in :data:`NODE_FEATURES` order, then the
+    ``'prior:<method>'`` groups in the order given (each is resolved here, so a
+    bad method name or parameter fails at once).
+    """
     groups = tuple(groups)
-    unknown = [g for g in groups if g not in NODE_FEATURES]
+    unknown = [g for g in groups if g not in NODE_FEATURES and not is_prior(g)]
     if unknown:
-        raise ValueError(f"node_features: unknown group(s) {unknown}; expected some of {list(NODE_FEATURES)}")
+        raise ValueError(f"node_features: unknown group(s) {unknown}; expected some of {list(NODE_FEATURES)} "
+                         f"or 'prior:<method>'")
     if len(set(groups)) != len(groups):
         raise ValueError(f"node_features: repeated group in {list(groups)}")
-    return tuple(g for g in NODE_FEATURES if g in groups)
+    priors = tuple(g for g in groups if is_prior(g))
+    for g in priors:
+        prior_reranker(g)
+    return tuple(g for g in NODE_FEATURES if g in groups) + priors
 
 
 def num_node_features(groups: Sequence[str]) -> int:
     """Columns the groups add."""
-    return sum(NODE_FEATURES[g] for g in check_node_features(groups))
+    return sum(PRIOR_COLUMNS if is_prior(g) else NODE_FEATURES[g] for g in check_node_features(groups))
+
+
+def is_transductive(groups: Sequence[str]) -> bool:
+    """Whether any group reads other queries of the split (``'reciprocal'``, a transductive prior)."""
+    return any(g in TRANSDUCTIVE_FEATURES or (is_prior(g) and prior_reranker(g).transductive)
+               for g in check_node_features(groups))
+
+
+def split_node_features(text: str) -> Tuple[str, ...]:
+    """A comma-separated list of groups, commas inside a prior's parentheses kept:
+    ``'rank,prior:gnn_rerank(k1=10, k2=3)'`` -> ``('rank', 'prior:gnn_rerank(k1=10, k2=3)')``."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return tuple(p.strip() for p in parts if p.strip())
 
 
 def rank_features(base: Tensor, candidate_mask: Tensor) -> Tensor:
