@@ -152,6 +152,7 @@ class PillarGraphBuilder:
         self.reciprocal_depth = reciprocal_depth
         self._tables: Optional[tuple] = None
         self._priors: Optional[tuple] = None
+        self._reverse: Optional[tuple] = None
 
     # ----------------------------------------------------------------- config
     @property
@@ -233,6 +234,21 @@ class PillarGraphBuilder:
             self._priors = (key, {g: prior_scores(source, prior_reranker(g))
                                   for g in self.node_features if is_prior(g)})
         return self._priors[1]
+
+    def reverse_lists(self, source: SimilaritySource) -> SimilaritySource:
+        """``source`` with the ``'reciprocal'`` group's reverse lists ranked once per split and cached.
+
+        Mirrored lists (:meth:`mirror`) read the reverse lists of a few
+        candidates per step; ranking those rows afresh every step would repeat
+        the same ``topk`` many times over an epoch.
+        """
+        if isinstance(source, _RankedSource):
+            source = source.source
+        key = getattr(source, "bundle", source)
+        if self._reverse is None or self._reverse[0] is not key:
+            depths = {"t2i": self._reverse_depth(source, "i2t"), "i2t": self._reverse_depth(source, "t2i")}
+            self._reverse = (key, _RankedSource(source, depths))
+        return self._reverse[1]
 
     # ------------------------------------------------------------------ build
     def build(self, data: Union[SimilarityBundle, SimilaritySource], direction: str,
@@ -403,7 +419,8 @@ class PillarGraphBuilder:
         x = pillar_features(source, pillars, nodes, node_type, self.anchor, dtype=graphs.x.dtype)
         base = self.base_scores(source, new_dir, nodes, node_type)
         y = self.labels(source, new_dir, nodes, node_type)
-        extra = self.extra_features(source, new_dir, nodes, node_type, graphs.candidate_mask, base)
+        ranked = self.reverse_lists(source) if "reciprocal" in self.node_features else source
+        extra = self.extra_features(ranked, new_dir, nodes, node_type, graphs.candidate_mask, base)
         if extra is not None:
             x = torch.cat([x, extra.to(x.dtype)], dim=-1)
         return GraphBatch(new_dir, x, graphs.adj, node_type, graphs.candidate_mask, queries, nodes, base, y)
