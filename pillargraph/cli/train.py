@@ -39,6 +39,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--heads", type=int, default=4, help="attention heads (paper: 24)")
     m.add_argument("--dropout", type=float, default=0.1)
     m.add_argument("--no-edge-weight", action="store_true", help="ablation: ignore overlap edge weights")
+    m.add_argument("--feature-skip", action="store_true",
+                   help="add a learned linear function of the --node-features columns to every score")
     m.add_argument("--share-directions", action="store_true", help="one network for both directions")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=TrainConfig.epochs)
@@ -73,7 +75,7 @@ def components(args: argparse.Namespace):
                            layer=args.layer, hidden_channels=args.hidden,
                            num_layers=args.layers, heads=args.heads, dropout=args.dropout,
                            share_directions=args.share_directions,
-                           use_edge_weight=not args.no_edge_weight)
+                           use_edge_weight=not args.no_edge_weight, feature_skip=args.feature_skip)
     return builder, model, config
 
 

@@ -78,6 +78,12 @@ class PillarGraphNet(torch.nn.Module):
             :mod:`pillargraph.graphs.node_features`), not pillar similarities:
             they skip the split normalisation and get their own projection,
             added to the pillar projection. (default: :obj:`0`)
+        feature_skip (bool, optional): Add a linear function of the candidate
+            features (the last :obj:`extra_channels` columns) to every node's
+            score, a residual path from what the hand-made re-rankers read
+            straight to the ranking, initialised to zero so training starts
+            from the graph network's scores. Scores then leave
+            :math:`[-1, 1]`. (default: :obj:`False`)
 
     Shapes:
         - **input:** :class:`~pillargraph.graphs.GraphBatch` with :obj:`x`
@@ -90,8 +96,11 @@ class PillarGraphNet(torch.nn.Module):
                  attention_dropout: float = 0.0, mlp_ratio: float = 4.0, split_norm: bool = True,
                  use_edge_weight: bool = True, attend: str = "auto", hetero: bool = False,
                  hetero_aggr: str = "sum", dense: bool = True,
-                 layer_kwargs: Optional[Dict[str, Any]] = None, extra_channels: int = 0) -> None:
+                 layer_kwargs: Optional[Dict[str, Any]] = None, extra_channels: int = 0,
+                 feature_skip: bool = False) -> None:
         super().__init__()
+        if feature_skip and not extra_channels:
+            raise ValueError("feature_skip: needs candidate features (extra_channels > 0)")
         if not isinstance(extra_channels, int) or isinstance(extra_channels, bool) \
                 or not 0 <= extra_channels < in_channels:
             raise ValueError(f"extra_channels: expected an int in [0, in_channels), got {extra_channels!r}")
@@ -125,6 +134,9 @@ class PillarGraphNet(torch.nn.Module):
             self.norm_in = torch.nn.LayerNorm(pillar_channels)
         self.lin_in = torch.nn.Linear(pillar_channels, hidden_channels)
         self.lin_extra = torch.nn.Linear(extra_channels, hidden_channels) if extra_channels else None
+        self.lin_skip = torch.nn.Linear(extra_channels, 1, bias=False) if feature_skip else None
+        if self.lin_skip is not None:
+            torch.nn.init.zeros_(self.lin_skip.weight)
         blocks = []
         for _ in range(num_layers):
             conv = HeteroOverlapConv(make_conv, NODE_TYPES, aggr=hetero_aggr) if hetero else make_conv()
@@ -145,6 +157,8 @@ class PillarGraphNet(torch.nn.Module):
         self.lin_in.reset_parameters()
         if self.lin_extra is not None:
             self.lin_extra.reset_parameters()
+        if self.lin_skip is not None:
+            torch.nn.init.zeros_(self.lin_skip.weight)
         for block in self.blocks:
             block.reset_parameters()
         self.norm_out.reset_parameters()
@@ -180,6 +194,9 @@ class PillarGraphNet(torch.nn.Module):
         return h.view(b, k, c)
 
     def forward(self, batch: GraphBatch) -> Tensor:
-        r"""Cosine score of every node against the query node, :obj:`[B, K]`."""
+        r"""Cosine score of every node against the query node (plus the feature skip), :obj:`[B, K]`."""
         z = F.normalize(self.norm_out(self.embed(batch)), dim=-1)
-        return (z * z[:, :1]).sum(dim=-1)
+        score = (z * z[:, :1]).sum(dim=-1)
+        if self.lin_skip is not None:
+            score = score + self.lin_skip(batch.x[..., self.in_channels - self.extra_channels:]).squeeze(-1)
+        return score

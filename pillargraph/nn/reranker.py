@@ -48,7 +48,7 @@ class PillarReranker(torch.nn.Module):
         mlp_ratio (float, optional): MLP width factor. (default: :obj:`4.0`)
         **kwargs (optional): Further :class:`PillarGraphNet` arguments
             (:obj:`attention_dropout`, :obj:`hetero_aggr`, :obj:`dense`,
-            :obj:`layer_kwargs`).
+            :obj:`layer_kwargs`, :obj:`extra_channels`, :obj:`feature_skip`).
 
     Shapes:
         - **input:** :class:`~pillargraph.graphs.GraphBatch` with :obj:`x` :math:`(B, K, F)`
@@ -93,8 +93,9 @@ class PillarReranker(torch.nn.Module):
                 the structure-alignment loss). (default: :obj:`None`)
 
         Returns:
-            Tensor: :obj:`[B, K]` scores in :math:`[-1, 1]`; only the
-            positions in :obj:`batch.candidate_mask` are meaningful rankings.
+            Tensor: :obj:`[B, K]` scores, in :math:`[-1, 1]` unless the
+            networks have a ``feature_skip``; only the positions in
+            :obj:`batch.candidate_mask` are meaningful rankings.
         """
         return self.network(batch.direction if direction is None else direction)(batch)
 
