@@ -39,8 +39,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--heads", type=int, default=4, help="attention heads (paper: 24)")
     m.add_argument("--dropout", type=float, default=0.1)
     m.add_argument("--no-edge-weight", action="store_true", help="ablation: ignore overlap edge weights")
-    m.add_argument("--feature-skip", action="store_true",
-                   help="add a learned linear function of the --node-features columns to every score")
+    m.add_argument("--feature-skip", type=float, default=0.0, metavar="SCALE",
+                   help="add a learned linear function of the --node-features columns to every score, "
+                        "scaled by SCALE (0: off)")
     m.add_argument("--share-directions", action="store_true", help="one network for both directions")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=TrainConfig.epochs)

@@ -78,12 +78,15 @@ class PillarGraphNet(torch.nn.Module):
             :mod:`pillargraph.graphs.node_features`), not pillar similarities:
             they skip the split normalisation and get their own projection,
             added to the pillar projection. (default: :obj:`0`)
-        feature_skip (bool, optional): Add a linear function of the candidate
-            features (the last :obj:`extra_channels` columns) to every node's
-            score, a residual path from what the hand-made re-rankers read
-            straight to the ranking, initialised to zero so training starts
-            from the graph network's scores. Scores then leave
-            :math:`[-1, 1]`. (default: :obj:`False`)
+        feature_skip (float, optional): Scale :math:`a` of a residual path that
+            adds :math:`a \cdot w^\top e` to every node's score, :math:`e` the
+            node's candidate features (the last :obj:`extra_channels` columns)
+            and :math:`w` learned, initialised to zero so training starts from
+            the graph network's scores. It lets the model weigh what the
+            hand-made re-rankers read straight into the ranking; :math:`a`
+            acts as a learning-rate multiplier for :math:`w` under Adam.
+            Scores then leave :math:`[-1, 1]`. :obj:`0` turns the path off.
+            (default: :obj:`0.0`)
 
     Shapes:
         - **input:** :class:`~pillargraph.graphs.GraphBatch` with :obj:`x`
@@ -97,10 +100,13 @@ class PillarGraphNet(torch.nn.Module):
                  use_edge_weight: bool = True, attend: str = "auto", hetero: bool = False,
                  hetero_aggr: str = "sum", dense: bool = True,
                  layer_kwargs: Optional[Dict[str, Any]] = None, extra_channels: int = 0,
-                 feature_skip: bool = False) -> None:
+                 feature_skip: float = 0.0) -> None:
         super().__init__()
+        if isinstance(feature_skip, bool) or not float(feature_skip) >= 0.0:
+            raise ValueError(f"feature_skip: expected a scale >= 0, got {feature_skip!r}")
         if feature_skip and not extra_channels:
             raise ValueError("feature_skip: needs candidate features (extra_channels > 0)")
+        self.feature_skip = float(feature_skip)
         if not isinstance(extra_channels, int) or isinstance(extra_channels, bool) \
                 or not 0 <= extra_channels < in_channels:
             raise ValueError(f"extra_channels: expected an int in [0, in_channels), got {extra_channels!r}")
@@ -198,5 +204,6 @@ class PillarGraphNet(torch.nn.Module):
         z = F.normalize(self.norm_out(self.embed(batch)), dim=-1)
         score = (z * z[:, :1]).sum(dim=-1)
         if self.lin_skip is not None:
-            score = score + self.lin_skip(batch.x[..., self.in_channels - self.extra_channels:]).squeeze(-1)
+            extra = batch.x[..., self.in_channels - self.extra_channels:]
+            score = score + self.feature_skip * self.lin_skip(extra).squeeze(-1)
         return score

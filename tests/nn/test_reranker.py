@@ -162,18 +162,20 @@ def test_feature_skip_starts_at_zero_and_learns_a_linear_function_of_the_feature
     torch.manual_seed(0)
     plain = PillarReranker(10, extra_channels=3, hidden_channels=12, dropout=0.0).eval()
     torch.manual_seed(0)
-    skip = PillarReranker(10, extra_channels=3, hidden_channels=12, dropout=0.0, feature_skip=True).eval()
+    skip = PillarReranker(10, extra_channels=3, hidden_channels=12, dropout=0.0, feature_skip=3.0).eval()
     skip.load_state_dict(plain.state_dict(), strict=False)
     torch.testing.assert_close(skip(batch), plain(batch))  # zero-initialised: the graph network's scores
     net = skip.network("i2t")
     with torch.no_grad():
         net.lin_skip.weight.copy_(torch.tensor([[2.0, 0.0, -1.0]]))
     extra = batch.x[..., -3:]
-    torch.testing.assert_close(skip(batch) - plain(batch), 2 * extra[..., 0] - extra[..., 2])
+    torch.testing.assert_close(skip(batch) - plain(batch), 3 * (2 * extra[..., 0] - extra[..., 2]))
     skip(batch)[:, 1:].sum().backward()
     assert net.lin_skip.weight.grad.abs().sum() > 0
     net.reset_parameters()
     assert net.lin_skip.weight.abs().sum() == 0
     assert PillarReranker.from_config(skip.to_config()).network("t2i").lin_skip is not None
     with pytest.raises(ValueError, match="feature_skip"):
-        PillarReranker(10, feature_skip=True)
+        PillarReranker(10, feature_skip=1.0)
+    with pytest.raises(ValueError, match="feature_skip"):
+        PillarReranker(10, extra_channels=3, feature_skip=-1.0)
