@@ -523,11 +523,14 @@ def summary_line(res: Dict) -> Dict[str, Any]:
     tf = sorted(_training_free(t), key=lambda r: -r["metrics"]["rsum"])
     best = tf[0] if tf else None
     fused = rows[LEARNED_FUSED]["metrics"]["rsum"]
+    learned_transductive = bool(rows[LEARNED_FUSED]["needs"].get("transductive"))
     return {"base": t["base"]["rsum"], "learned": rows[LEARNED]["metrics"]["rsum"], "fused": fused,
             "best_tf": best["method"] if best else None, "best_tf_rsum": best["metrics"]["rsum"] if best else None,
             "tf_above_fused": [r["method"] for r in tf if r["metrics"]["rsum"] > fused],
             "tf_same_flags_above_fused": [r["method"] for r in tf if r["metrics"]["rsum"] > fused
-                                          and not r["needs"].get("bank") and not r["needs"].get("transductive")],
+                                          and not r["needs"].get("bank") and (not r["needs"].get("transductive")
+                                                                              or learned_transductive)],
+            "learned_transductive": learned_transductive,
             "fusion": [c["learned"]["fusion"] for c in res["cases"]]}
 
 
@@ -634,8 +637,9 @@ def summary_section(payload: Dict) -> List[str]:
             same = s["tf_same_flags_above_fused"]
             notes.append(f"{len(s['tf_above_fused'])} training-free method(s) beat learned + fusion: "
                          f"{', '.join(s['tf_above_fused'])}"
-                         + (f" (of these, {', '.join(same)} use no bank and are not transductive)" if same
-                            else " (all of them use a query bank or all test queries at once)"))
+                         + (f" (of these, {', '.join(same)} use nothing the learned model lacks)" if same
+                            else " (all of them use a query bank" + ("" if s["learned_transductive"]
+                                                                       else " or all test queries at once") + ")"))
         if not notes:
             notes.append("learned + fusion beats the base and every training-free method")
         out.append(f"- {res['combo']}, {res['protocol']}: " + "; ".join(notes) + ".")
