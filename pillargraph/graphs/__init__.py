@@ -7,7 +7,7 @@ and dense :class:`GraphBatch` stacks for fast training.
 """
 from ..modality import DIRECTIONS, IMAGE, NODE_TYPES, TEXT
 from .batch import GraphBatch
-from .builder import PillarGraphBuilder, positive_sample
+from .builder import PillarGraphBuilder, caption_groups, positive_sample
 from .dataset import QueryGraphDataset, from_hetero_batch, to_hetero_data
 from .overlap import NeighborTables, neighbor_tables, overlap_adjacency, overlap_counts
 
@@ -18,6 +18,7 @@ __all__ = [
     "to_hetero_data",
     "from_hetero_batch",
     "positive_sample",
+    "caption_groups",
     "NeighborTables",
     "neighbor_tables",
     "overlap_counts",

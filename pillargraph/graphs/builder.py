@@ -1,7 +1,7 @@
 """Build every query graph of a split in batch."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -18,11 +18,20 @@ from .node_features import (check_node_features, is_transductive, num_node_featu
 from .priors import is_prior, prior_reranker, prior_scores
 from .overlap import NeighborTables, neighbor_tables, overlap_adjacency, overlap_counts
 
-__all__ = ["PillarGraphBuilder", "positive_sample"]
+__all__ = ["PillarGraphBuilder", "positive_sample", "caption_groups"]
+
+
+def caption_groups(txt2img: Tensor, num_images: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Captions grouped by image: ``(order, starts, counts)``, so that image ``i``'s captions are
+    ``order[starts[i]:starts[i] + counts[i]]`` (one stable sort of ``txt2img``)."""
+    order = torch.argsort(txt2img, stable=True)
+    counts = torch.bincount(txt2img, minlength=num_images)
+    return order, torch.cumsum(counts, 0) - counts, counts
 
 
 def positive_sample(source: SimilaritySource, nodes: Tensor, node_type: Tensor,
-                    generator: Optional[torch.Generator] = None) -> Tensor:
+                    generator: Optional[torch.Generator] = None,
+                    groups: Optional[Tuple[Tensor, Tensor, Tensor]] = None) -> Tensor:
     """Map every node to a matching item of the other modality (method.md, section 5).
 
     A caption maps to its image; an image to one of its captions, drawn
@@ -32,15 +41,14 @@ def positive_sample(source: SimilaritySource, nodes: Tensor, node_type: Tensor,
         nodes: :obj:`[Q, K]` ids in the modality given by ``node_type``.
         node_type: :obj:`[K]`.
         generator: random generator for the image -> caption draw.
+        groups: :func:`caption_groups` of ``source.txt2img``, when the caller
+            keeps them (default: computed here, one sort of every caption).
 
     Returns:
         :obj:`[Q, K]` ids in the other modality.
     """
     t2i = source.txt2img.to(nodes.device)
-    n = source.num_images
-    order = torch.argsort(t2i, stable=True)
-    counts = torch.bincount(t2i, minlength=n)
-    starts = torch.cumsum(counts, 0) - counts
+    order, starts, counts = caption_groups(t2i, source.num_images) if groups is None else (g.to(nodes.device) for g in groups)
     out = torch.empty_like(nodes)
     txt = (node_type == TEXT).to(nodes.device)
     out[:, txt] = t2i[nodes[:, txt]]
@@ -153,6 +161,7 @@ class PillarGraphBuilder:
         self._tables: Optional[tuple] = None
         self._priors: Optional[tuple] = None
         self._reverse: Optional[tuple] = None
+        self._groups: Optional[tuple] = None
 
     # ----------------------------------------------------------------- config
     @property
@@ -413,7 +422,9 @@ class PillarGraphBuilder:
         queries = queries.to(graphs.node_index.device).view(-1)
         if queries.numel() != graphs.num_graphs:
             raise ValueError(f"queries: expected {graphs.num_graphs} ids, got {queries.numel()}")
-        nodes = positive_sample(source, graphs.node_index, graphs.node_type, generator)
+        if self._groups is None or self._groups[0] is not source.txt2img:
+            self._groups = (source.txt2img, caption_groups(source.txt2img, source.num_images))
+        nodes = positive_sample(source, graphs.node_index, graphs.node_type, generator, self._groups[1])
         nodes[:, 0] = queries
         node_type = 1 - graphs.node_type
         x = pillar_features(source, pillars, nodes, node_type, self.anchor, dtype=graphs.x.dtype)
