@@ -1,0 +1,669 @@
+"""COCO-train-size benchmark: lists, graphs, one epoch and a 5K test re-ranking on a CPU machine.
+
+A synthetic train split the size of MS-COCO train (113,287 images x 566,435
+captions, from :class:`pillargraph.SyntheticWorld` embeddings; no dense train
+matrix is ever made) goes through every stage of training, each stage timed on
+its own and run in its own process, so that its peak RSS is its own
+(``os.wait4`` of the child: the largest RSS of the child and of the processes it
+waited for):
+
+1. ``embeddings``: train (``--images``), dev (``--dev-images``, model selection
+   only) and test (``--test-images``) splits of disjoint images of one world,
+   written as embeddings files (the input of ``pillargraph neighbors``).
+2. ``lists``: ``pillargraph neighbors`` (called in-process) on each split, at the
+   depth the default graph builder reads (``--k``, default: derived from it).
+3. ``graphs``: :meth:`PillarGraphBuilder.build` of every train query graph of
+   both directions from the lists.
+4. ``epoch``: one training epoch with the ``pillargraph train`` defaults (its own
+   parser and :func:`pillargraph.cli.train.components`); the epoch is timed apart
+   from graph building, dev evaluation and the fusion selection the next stage
+   needs. ``--max-steps`` stops it early: a partial measurement, always reported
+   as "partial epoch: X of Y steps".
+5. ``rerank``: the trained checkpoint re-ranks the test split (its lists, or with
+   ``--test-format dense`` the dense bundle), graph building and scoring timed apart.
+6. ``dist``: the same epoch once on one process with ``--nproc`` threads, then on
+   ``--nproc`` gloo processes of one thread each (``torchrun --standalone``), back
+   to back; the speed-up is the ratio of the two epoch times of this run (and,
+   when this run had an ``epoch`` stage of as many steps, the ratio over it too).
+
+Writes ``OUT.json`` (command, full config, every stage) and ``OUT.md`` atomically
+after every stage; intermediate files live in ``--workdir`` (default
+``runs/coco_scale``, git-ignored). A smoke run::
+
+    OMP_NUM_THREADS=1 python benchmarks/coco_scale.py --images 2000 --threads 1 \\
+        --out /tmp/coco_scale_smoke --workdir /tmp/coco_scale_smoke.work
+
+The full run (3 to 4.5 hours on 2 cores shared with other jobs, estimated in
+docs/distributed.rst; ``--threads 1`` while other jobs hold the cores)::
+
+    mkdir -p runs && nohup python benchmarks/coco_scale.py --threads 1 > runs/coco_scale.log 2>&1 &
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from pillargraph import SyntheticConfig, SyntheticWorld, __version__
+from pillargraph.cli import build_parser
+from pillargraph.cli import main as cli_main
+from pillargraph.cli.train import components
+from pillargraph.data import NeighborLists
+from pillargraph.data.files import load_split
+from pillargraph.data.neighbors import faiss_available
+from pillargraph.io import atomic_write, atomic_write_text
+from pillargraph.rerank import evaluate_any, model_builder, rerank
+from pillargraph.train import Trainer, model_from_checkpoint
+from pillargraph.train.distributed import DistributedTrainer, init_from_env, shutdown
+
+STAGES = ("embeddings", "lists", "graphs", "epoch", "rerank", "dist")
+#: MS-COCO Karpathy train (train2014 + restval): images, five captions each.
+COCO_TRAIN_IMAGES = 113_287
+SPLITS = ("train", "dev", "test")
+SCRIPT = Path(__file__).resolve()
+ROOT = SCRIPT.parents[1]
+
+
+# ------------------------------------------------------------------ small helpers
+def log(msg: str) -> None:
+    rank = os.environ.get("RANK")
+    tag = f" rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    print(f"[{time.strftime('%H:%M:%S')}{tag}] {msg}", flush=True)
+
+
+def gib(kib: float) -> float:
+    """``ru_maxrss`` (KiB on Linux) in GiB."""
+    return round(kib / 2 ** 20, 3)
+
+
+def peak_rss() -> Dict[str, float]:
+    """Peak RSS of this process and of the largest child it has waited for, GiB."""
+    return {"self_gib": gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            "children_gib": gib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}
+
+
+def file_gib(path: Path) -> float:
+    return round(path.stat().st_size / 2 ** 30, 3)
+
+
+def tensor_gib(*tensors: Any) -> float:
+    return round(sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)) / 2 ** 30, 3)
+
+
+def graph_gib(dataset) -> float:
+    """Memory of one :class:`QueryGraphDataset`'s batched tensors (graphs and pillars)."""
+    g = dataset.graphs
+    parts = [getattr(g, f.name) for f in dataclasses.fields(g)]
+    if dataset.pillars is not None:
+        parts += [getattr(dataset.pillars, f.name) for f in dataclasses.fields(dataset.pillars)]
+    return tensor_gib(*parts)
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
+
+
+def child_env(threads: int) -> Dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return env
+
+
+class Paths:
+    """The files one run passes from stage to stage."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def emb(self, split: str) -> Path:
+        return self.workdir / f"{split}.emb.npz"
+
+    def lists(self, split: str) -> Path:
+        return self.workdir / f"{split}.lists.npz"
+
+    @property
+    def test_bundle(self) -> Path:
+        return self.workdir / "test.bundle.npz"
+
+    def test_split(self, fmt: str) -> Path:
+        return self.test_bundle if fmt == "dense" else self.lists("test")
+
+    @property
+    def run(self) -> Path:
+        return self.workdir / "run"
+
+    def report(self, name: str) -> Path:
+        return self.workdir / f"stage-{name}.json"
+
+
+def need(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise SystemExit(f"coco_scale: {path} is missing; run the {stage!r} stage first (--stages)")
+    return path
+
+
+# ------------------------------------------------------------------ training settings
+def train_namespace(args: argparse.Namespace, paths: Paths) -> argparse.Namespace:
+    """The parsed options of ``pillargraph train --epochs 1`` (its defaults plus ``--train-args``)."""
+    argv = ["train", "--train", str(paths.lists("train")), "--dev", str(paths.lists("dev")),
+            "--out", str(paths.run), "--epochs", "1", "--seed", str(args.seed), *shlex.split(args.train_args)]
+    return build_parser().parse_args(argv)
+
+
+def list_depth(builder) -> int:
+    """Deepest top-k list a build with ``builder`` reads, and 11 for R@10 on the dev and test lists.
+
+    Cross-modal kinds: ``max(num_pillars, candidates)``; intra kinds:
+    ``max(num_pillars, context_nodes) + 1`` (the query itself ranks first);
+    overlap tables: ``overlap_neighbors``.
+    """
+    return max(builder.num_pillars + 1, builder.context_nodes + 1, builder.num_candidates("i2t"),
+               builder.num_candidates("t2i"), builder.overlap_neighbors, 11)
+
+
+# ------------------------------------------------------------------ timed trainers
+class _StopEpoch(Exception):
+    """Raised before step ``max_steps + 1`` of a partial epoch."""
+
+
+class TimedEpoch:
+    """Mixin for :class:`Trainer` and :class:`DistributedTrainer`: times graph building, the epoch and the
+    dev evaluation, logs progress, and with ``max_steps`` ends the epoch after that many steps."""
+
+    max_steps: Optional[int] = None
+
+    def start_timing(self, max_steps: Optional[int], verbose: bool) -> None:
+        self.max_steps, self.verbose = max_steps, verbose
+        self.timing: Dict[str, float] = {}
+        self.steps_done = self.steps_total = 0
+        self.epoch_record: Dict[str, Any] = {}
+
+    def prepare(self, train):
+        t0, c0 = time.perf_counter(), time.process_time()
+        data = super().prepare(train)
+        self.timing["train_graphs_s"] = time.perf_counter() - t0
+        self.timing["train_graphs_cpu_s"] = time.process_time() - c0
+        self.steps_total = math.ceil(data["source"].num_texts / self.config.batch_size)
+        if self.verbose:
+            log(f"  train graphs built in {self.timing['train_graphs_s']:.1f}s; epoch of {self.steps_total} steps")
+        return data
+
+    def make_batch(self, data, captions, generator):
+        if self.max_steps is not None and self.steps_done >= self.max_steps:
+            raise _StopEpoch
+        self.steps_done += 1
+        limit = min(self.steps_total, self.max_steps or self.steps_total)
+        every = max(1, limit // 10)
+        if self.verbose and self.steps_done % every == 0 and self.steps_done < limit:
+            spent = time.perf_counter() - self._epoch_t0
+            left = spent / self.steps_done * (limit - self.steps_done)
+            log(f"  step {self.steps_done}/{limit}: {spent:.0f}s, about {left:.0f}s left")
+        return super().make_batch(data, captions, generator)
+
+    def train_epoch(self, data, epoch, run, total_steps):
+        self._epoch_t0 = t0 = time.perf_counter()
+        c0 = time.process_time()
+        try:
+            record = super().train_epoch(data, epoch, run, total_steps)
+        except _StopEpoch:
+            record = {"epoch": epoch, "step": run.step, "train_time_s": time.perf_counter() - t0}
+        self.timing["epoch_s"] = record["train_time_s"]
+        self.timing["epoch_cpu_s"] = time.process_time() - c0
+        self.epoch_record = record
+        return record
+
+    def evaluate_dev(self, dev, dev_graphs):
+        t0 = time.perf_counter()
+        metrics = super().evaluate_dev(dev, dev_graphs)
+        self.timing["dev_eval_s"] = self.timing.get("dev_eval_s", 0.0) + time.perf_counter() - t0
+        return metrics
+
+
+class TimedTrainer(TimedEpoch, Trainer):
+    """:class:`Trainer` with :class:`TimedEpoch`."""
+
+
+class TimedDistributedTrainer(TimedEpoch, DistributedTrainer):
+    """:class:`DistributedTrainer` with :class:`TimedEpoch`."""
+
+
+def train_one_epoch(args: argparse.Namespace, paths: Paths, *, out_dir: Optional[Path], select_fusion: bool,
+                    context=None, verbose: bool = True) -> Dict[str, Any]:
+    """One epoch through :meth:`Trainer.fit` with the CLI defaults; the timings and what was trained."""
+    ns = train_namespace(args, paths)
+    t0 = time.perf_counter()
+    train = NeighborLists.load(need(paths.lists("train"), "lists"))
+    dev = NeighborLists.load(need(paths.lists("dev"), "lists"))
+    load_s = time.perf_counter() - t0
+    builder, model, config = components(ns)
+    config = dataclasses.replace(config, select_fusion=select_fusion)
+    if context is not None and context.distributed:
+        trainer = TimedDistributedTrainer(model, builder, config, out_dir=out_dir, progress=False, context=context)
+    else:
+        trainer = TimedTrainer(model, builder, config, out_dir=out_dir, progress=False)
+    trainer.start_timing(args.max_steps, verbose)
+    t0 = time.perf_counter()
+    result = trainer.fit(train, dev, resume=False)
+    fit_s = time.perf_counter() - t0
+    t = trainer.timing
+    record = trainer.epoch_record
+    out = {"load_lists_s": load_s, "fit_s": fit_s, "train_graphs_s": t["train_graphs_s"], "epoch_s": t["epoch_s"],
+           "train_graphs_cpu_s": t["train_graphs_cpu_s"], "epoch_cpu_s": t["epoch_cpu_s"],
+           "dev_eval_s": t.get("dev_eval_s", 0.0),
+           "other_s": fit_s - t["train_graphs_s"] - t["epoch_s"] - t.get("dev_eval_s", 0.0),
+           "steps": trainer.steps_done, "steps_per_epoch": trainer.steps_total,
+           "partial": trainer.steps_done < trainer.steps_total,
+           "step_ms": 1000 * t["epoch_s"] / max(trainer.steps_done, 1),
+           "train_items": train.num_texts, "batch_size": config.batch_size, "torch_threads": torch.get_num_threads(),
+           "loss": {k[5:]: v for k, v in record.items() if k.startswith("loss_")},
+           "dev_rsum_learned": result.best_dev_rsum, "fusion": result.fusion,
+           "model_parameters": sum(p.numel() for p in model.parameters())}
+    return out
+
+
+# ------------------------------------------------------------------ the stages (each in its own process)
+def stage_embeddings(args: argparse.Namespace, paths: Paths) -> Dict[str, Any]:
+    world = SyntheticWorld(SyntheticConfig(), seed=args.seed)
+    sizes = {"train": args.images, "dev": args.dev_images, "test": args.test_images}
+    out: Dict[str, Any] = {}
+    for split in SPLITS:
+        t0 = time.perf_counter()
+        s = world.sample(sizes[split], args.captions_per_image, split)
+        sample_s = time.perf_counter() - t0
+        arrays = {"img_emb": s.img_emb, "txt_emb": s.txt_emb, "txt2img": s.txt2img,
+                  "img_intra_emb": s.img_intra_emb, "txt_intra_emb": s.txt_intra_emb}
+        atomic_write(paths.emb(split), lambda fh: np.savez(fh, **{k: v.numpy() for k, v in arrays.items()}))
+        info = {"images": s.num_images, "captions": s.num_texts, "sample_s": sample_s,
+                "seconds": time.perf_counter() - t0, "file_gib": file_gib(paths.emb(split)),
+                "memory_gib": tensor_gib(*arrays.values())}
+        if split == "test" and args.test_format == "dense":
+            t1 = time.perf_counter()
+            bundle = s.to_bundle()
+            bundle.save(paths.test_bundle)
+            info.update(dense_bundle_s=time.perf_counter() - t1, dense_bundle_gib=file_gib(paths.test_bundle))
+            del bundle
+        out[split] = info
+        log(f"  {split}: {s.num_images} images x {s.num_texts} captions in {info['seconds']:.1f}s "
+            f"({info['file_gib']:.2f} GiB on disk)")
+    return out
+
+
+def stage_lists(args: argparse.Namespace, paths: Paths) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    splits = SPLITS if args.test_format == "lists" else ("train", "dev")
+    for split in splits:
+        argv = ["neighbors", str(need(paths.emb(split), "embeddings")), "--k", str(args.k), "--out",
+                str(paths.lists(split)), "--backend", args.backend, "--force", "--quiet"]
+        log(f"  pillargraph {' '.join(argv)}")
+        t0, c0 = time.perf_counter(), time.process_time()
+        status = cli_main(argv)
+        if status != 0:
+            raise SystemExit(f"coco_scale: pillargraph neighbors failed on {split} (exit status {status})")
+        out[split] = {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                      "file_gib": file_gib(paths.lists(split)),
+                      "argv": ["pillargraph", *argv]}
+    out["backend"] = args.backend if args.backend != "auto" else ("faiss" if faiss_available() else "torch")
+    return out
+
+
+def stage_graphs(args: argparse.Namespace, paths: Paths) -> Dict[str, Any]:
+    builder, _, _ = components(train_namespace(args, paths))
+    t0 = time.perf_counter()
+    lists = NeighborLists.load(need(paths.lists("train"), "lists"))
+    out: Dict[str, Any] = {"load_lists_s": time.perf_counter() - t0, "builder": builder.config}
+    keep = []  # both directions held at once, as training holds them
+    for direction in ("i2t", "t2i"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        graphs = builder.build(lists, direction)
+        out[direction] = {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                          "graphs": len(graphs), "memory_gib": graph_gib(graphs)}
+        keep.append(graphs)
+        log(f"  {direction}: {len(graphs)} graphs in {out[direction]['seconds']:.1f}s "
+            f"({out[direction]['memory_gib']:.2f} GiB of tensors)")
+    return out
+
+
+def stage_epoch(args: argparse.Namespace, paths: Paths) -> Dict[str, Any]:
+    if paths.run.exists():
+        shutil.rmtree(paths.run)  # this run's own folder: a fresh run, never a resumed one
+    out = train_one_epoch(args, paths, out_dir=paths.run, select_fusion=True)
+    out["checkpoint"] = str(paths.run / "best.pt")
+    return out
+
+
+def stage_rerank(args: argparse.Namespace, paths: Paths) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    model = model_from_checkpoint(need(paths.run / "best.pt", "epoch"))
+    split = load_split(need(paths.test_split(args.test_format), "lists" if args.test_format == "lists"
+                            else "embeddings"))
+    load_s = time.perf_counter() - t0
+    builder = model_builder(model)
+    t0 = time.perf_counter()
+    graphs = {d: builder.build(split, d) for d in ("i2t", "t2i")}
+    graphs_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = rerank(model, split, builder, graphs=graphs)
+    score_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    base, after = evaluate_any(split), evaluate_any(result)
+    eval_s = time.perf_counter() - t0
+    return {"load_s": load_s, "graphs_s": graphs_s, "score_s": score_s, "rerank_s": graphs_s + score_s,
+            "evaluate_s": eval_s, "queries": {"i2t": split.num_images, "t2i": split.num_texts},
+            "format": args.test_format, "fusion": model.fusion_weights,
+            "base": {k: base[k] for k in ("i2t_r1", "t2i_r1", "rsum")},
+            "reranked": {k: after[k] for k in ("i2t_r1", "t2i_r1", "rsum")}}
+
+
+def stage_dist_single(args: argparse.Namespace, paths: Paths) -> Dict[str, Any]:
+    return train_one_epoch(args, paths, out_dir=None, select_fusion=False)
+
+
+def dist_worker(args: argparse.Namespace, paths: Paths) -> None:
+    """One torchrun process: the same epoch as :func:`stage_dist_single`, shared by the process group."""
+    set_threads(1)
+    t0 = time.perf_counter()
+    context = init_from_env("cpu")
+    try:
+        out = train_one_epoch(args, paths, out_dir=None, select_fusion=False, context=context,
+                              verbose=context.is_main)
+    finally:
+        shutdown(context)
+    out.update(rank=context.rank, world_size=context.world_size, backend=context.backend,
+               seconds=time.perf_counter() - t0, peak_rss=peak_rss())
+    atomic_write_text(paths.workdir / f"dist-rank{context.rank}.json", json.dumps(out, default=str))
+
+
+CHILD_STAGES: Dict[str, Callable[[argparse.Namespace, Paths], Dict[str, Any]]] = {
+    "embeddings": stage_embeddings, "lists": stage_lists, "graphs": stage_graphs, "epoch": stage_epoch,
+    "rerank": stage_rerank, "dist-single": stage_dist_single}
+
+
+def run_child_stage(args: argparse.Namespace, paths: Paths) -> None:
+    """``--child NAME``: run one stage in this process and write its report for the parent."""
+    name = args.child
+    if name == "dist-worker":
+        dist_worker(args, paths)
+        return
+    set_threads(args.child_threads)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = CHILD_STAGES[name](args, paths)
+    out.update(seconds=time.perf_counter() - t0, cpu_s=time.process_time() - c0, peak_rss=peak_rss(),
+               torch_threads=torch.get_num_threads())
+    atomic_write_text(paths.report(name), json.dumps(out, default=str))
+
+
+# ------------------------------------------------------------------ the parent
+def child_argv(argv: Sequence[str], name: str, threads: int) -> List[str]:
+    return [str(SCRIPT), *argv, "--child", name, "--child-threads", str(threads)]
+
+
+def wait_rusage(cmd: List[str], env: Dict[str, str]) -> Dict[str, Any]:
+    """Run ``cmd``; its exit status, wall seconds and peak RSS (its own and its waited descendants')."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"returncode": proc.returncode, "wall_s": time.perf_counter() - t0, "peak_rss_gib": gib(usage.ru_maxrss),
+            "cpu_s": usage.ru_utime + usage.ru_stime}  # the whole process: start-up and imports included
+
+
+def run_stage(args: argparse.Namespace, argv: Sequence[str], paths: Paths, name: str,
+              threads: int) -> Dict[str, Any]:
+    """Run one stage, in a child process (default) or in this one (``--in-process``)."""
+    report = paths.report(name)
+    report.unlink(missing_ok=True)
+    if args.in_process:
+        previous = torch.get_num_threads()
+        set_threads(threads)
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            out = CHILD_STAGES[name](args, paths)
+        finally:
+            set_threads(previous)
+        out.update(seconds=time.perf_counter() - t0, cpu_s=time.process_time() - c0, torch_threads=threads,
+                   wall_s=time.perf_counter() - t0,
+                   peak_rss_gib=peak_rss()["self_gib"], rss_scope="whole benchmark process (--in-process)")
+        return out
+    ran = wait_rusage([sys.executable, *child_argv(argv, name, threads)], child_env(threads))
+    if ran["returncode"] != 0:
+        raise SystemExit(f"coco_scale: stage {name!r} failed (exit status {ran['returncode']})")
+    out = json.loads(report.read_text())
+    out.update(wall_s=ran["wall_s"], peak_rss_gib=ran["peak_rss_gib"], process_cpu_s=ran["cpu_s"],
+               rss_scope="the stage's own process")
+    return out
+
+
+def run_dist(args: argparse.Namespace, argv: Sequence[str], paths: Paths,
+             epoch_stage: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The epoch on one process with ``nproc`` threads, then on ``nproc`` one-thread gloo processes.
+
+    With ``epoch_stage`` (this run's ``epoch`` stage, ``--threads`` threads) the speed-up over it is
+    reported too: on a machine shared with other jobs, ``nproc`` threads of one process can be slower
+    than one thread, which inflates the speed-up over the ``nproc``-thread process.
+    """
+    n = args.nproc
+    log(f"  single process, {n} threads")
+    single = run_stage(args, argv, paths, "dist-single", n)
+    for old in paths.workdir.glob("dist-rank*.json"):
+        old.unlink()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
+           *child_argv(argv, "dist-worker", 1)]
+    log(f"  {n} gloo processes, 1 thread each: torchrun --standalone --nproc-per-node {n} ...")
+    ran = wait_rusage(cmd, child_env(1))
+    if ran["returncode"] != 0:
+        raise SystemExit(f"coco_scale: the torchrun epoch failed (exit status {ran['returncode']})")
+    ranks = [json.loads((paths.workdir / f"dist-rank{r}.json").read_text()) for r in range(n)]
+    epoch_s = max(r["epoch_s"] for r in ranks)
+    rank_peaks = [r["peak_rss"]["self_gib"] for r in ranks]
+    out = {"nproc": n, "single": single, "ranks": ranks, "torchrun_wall_s": ran["wall_s"],
+            "seconds": single["wall_s"] + ran["wall_s"], "wall_s": single["wall_s"] + ran["wall_s"],
+            "epoch_s_single": single["epoch_s"], "epoch_s_dist": epoch_s,
+            "speedup": single["epoch_s"] / epoch_s,
+            "steps": ranks[0]["steps"], "steps_per_epoch": ranks[0]["steps_per_epoch"],
+            "partial": ranks[0]["partial"],
+            "peak_rss_gib": max(single["peak_rss_gib"], ran["peak_rss_gib"]),
+            "peak_rss_rank_gib": rank_peaks, "peak_rss_ranks_sum_gib": round(sum(rank_peaks), 3),
+            "rss_scope": "max of the single-process child and torchrun with its workers; the ranks run at once, "
+                         "so their sum is what the machine holds"}
+    if epoch_stage is not None and epoch_stage["steps"] == out["steps"]:
+        out["epoch_stage_threads"] = epoch_stage["torch_threads"]
+        out["speedup_vs_epoch_stage"] = epoch_stage["epoch_s"] / epoch_s
+    return out
+
+
+# ------------------------------------------------------------------ report
+def stage_seconds(name: str, s: Dict[str, Any]) -> str:
+    """The stage's own figures, one line."""
+    f = lambda v: f"{v:.1f}"  # noqa: E731
+    if name == "embeddings":
+        return "; ".join(f"{k} {s[k]['images']}x{s[k]['captions']} {f(s[k]['seconds'])}s" for k in SPLITS)
+    if name == "lists":
+        return f"{s.get('backend')}: " + "; ".join(f"{k} {f(s[k]['seconds'])}s ({s[k]['file_gib']:.2f} GiB)"
+                                                    for k in SPLITS if k in s)
+    if name == "graphs":
+        return (f"load {f(s['load_lists_s'])}s; i2t {s['i2t']['graphs']} graphs {f(s['i2t']['seconds'])}s; "
+                f"t2i {s['t2i']['graphs']} graphs {f(s['t2i']['seconds'])}s; tensors "
+                f"{s['i2t']['memory_gib'] + s['t2i']['memory_gib']:.2f} GiB")
+    if name == "epoch":
+        return (f"epoch {f(s['epoch_s'])}s ({s['steps']} steps, {s['step_ms']:.0f} ms/step, {s['torch_threads']} "
+                f"threads); graphs {f(s['train_graphs_s'])}s; dev eval {f(s['dev_eval_s'])}s; dev graphs + fusion "
+                f"selection + checkpoints {f(s['other_s'])}s")
+    if name == "rerank":
+        return (f"{s['format']} {s['queries']['i2t']}+{s['queries']['t2i']} queries: graphs {f(s['graphs_s'])}s + "
+                f"scoring {f(s['score_s'])}s; rSum {s['base']['rsum']:.1f} -> {s['reranked']['rsum']:.1f}")
+    if name == "dist":
+        text = (f"epoch {f(s['epoch_s_single'])}s on 1 process x {s['nproc']} threads vs {f(s['epoch_s_dist'])}s "
+                f"on {s['nproc']} gloo processes x 1 thread: speed-up {s['speedup']:.2f}x; ranks' peak RSS "
+                f"{' + '.join(f'{v:.2f}' for v in s['peak_rss_rank_gib'])} = {s['peak_rss_ranks_sum_gib']:.2f} GiB")
+        if "speedup_vs_epoch_stage" in s:
+            text += (f"; over the epoch stage ({s['epoch_stage_threads']} threads, "
+                     f"{f(s['speedup_vs_epoch_stage'] * s['epoch_s_dist'])}s): {s['speedup_vs_epoch_stage']:.2f}x")
+        return text
+    return ""
+
+
+def markdown(payload: Dict[str, Any]) -> str:
+    cfg = payload["config"]
+    lines = [f"Command: `{payload['command']}`", "",
+             f"Synthetic COCO-train-size benchmark: train {cfg['images']} images x "
+             f"{cfg['images'] * cfg['captions_per_image']} captions, dev {cfg['dev_images']} images, test "
+             f"{cfg['test_images']} images ({cfg['test_format']}); lists k={cfg['k']}; `pillargraph train` defaults"
+             f"{' + ' + cfg['train_args'] if cfg['train_args'] else ''}; {payload['environment']['cpus']} CPU cores, "
+             f"torch {payload['environment']['torch']}. "
+             f"Status: {'complete' if payload['complete'] else 'in progress'}.",
+             "", "Wall and CPU seconds of each stage's own work (CPU: all threads of its process, imports "
+                 "excluded); peak RSS of its process (`os.wait4`, with the processes it waited for). The machine "
+                 "was shared with other jobs (load average at each stage's start).", "",
+             "| stage | seconds | CPU s | process wall s | peak RSS GiB | load avg | details |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, s in payload["stages"].items():
+        cpu = f"{s['cpu_s']:.1f}" if "cpu_s" in s else "-"
+        lines.append(f"| {name} | {s['seconds']:.1f} | {cpu} | {s['wall_s']:.1f} | {s['peak_rss_gib']:.2f} "
+                     f"| {s.get('loadavg', float('nan')):.2f} | {stage_seconds(name, s)} |")
+    for name in ("epoch", "dist"):
+        s = payload["stages"].get(name)
+        if s is not None and s["partial"]:
+            lines += ["", f"**{name}: partial epoch: {s['steps']} of {s['steps_per_epoch']} steps** "
+                          f"(--max-steps {cfg['max_steps']}); its times cover those steps only."]
+    if payload["stages"]:
+        peak = max(max(s["peak_rss_gib"], s.get("peak_rss_ranks_sum_gib", 0.0)) for s in payload["stages"].values())
+        lines += ["", f"Largest peak RSS of any stage: {peak:.2f} GiB (target: at most 24 GiB; for `dist` the sum "
+                      f"of the ranks)."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ main
+def build_argparser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=COCO_TRAIN_IMAGES,
+                   help=f"train images (default: {COCO_TRAIN_IMAGES}, MS-COCO Karpathy train)")
+    p.add_argument("--captions-per-image", type=int, default=5)
+    p.add_argument("--test-images", type=int, default=None,
+                   help="test images (default: 5000 at full size, proportional below it, at least 100)")
+    p.add_argument("--dev-images", type=int, default=None,
+                   help="dev images for the epoch's model and fusion selection (default: a fifth of the test "
+                        "images, at least 100)")
+    p.add_argument("--test-format", choices=("lists", "dense"), default="lists",
+                   help="re-rank the test split's neighbour lists (default) or its dense bundle")
+    p.add_argument("--k", type=int, default=None,
+                   help="neighbours per list (default: the depth the graph builder reads, see list_depth)")
+    p.add_argument("--backend", choices=("auto", "torch", "faiss"), default="auto",
+                   help="`pillargraph neighbors --backend`")
+    p.add_argument("--train-args", default="",
+                   help="extra `pillargraph train` options, one string (default: none, the CLI defaults)")
+    p.add_argument("--stages", default="all", help=f"comma-separated, from {','.join(STAGES)} (default: all)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop each epoch after this many steps: a partial measurement, reported as such "
+                        "(default: the whole epoch)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="torch threads of the single-process stages (default: the CPUs this process may use)")
+    p.add_argument("--nproc", type=int, default=2, help="gloo processes of the dist stage (default: 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--in-process", action="store_true",
+                   help="run the stages in this process (quick tests; peak RSS is then the whole run's so far)")
+    p.add_argument("--workdir", default="runs/coco_scale", help="intermediate files (default: runs/coco_scale)")
+    p.add_argument("--out", default="benchmarks/results/coco_scale", help="OUT.json and OUT.md (no extension)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-threads", type=int, default=1, help=argparse.SUPPRESS)
+    return p
+
+
+def resolve(args: argparse.Namespace, paths: Paths, p: argparse.ArgumentParser) -> List[str]:
+    """Fill in the derived defaults; the stages to run."""
+    if args.test_images is None:
+        args.test_images = max(100, min(5000, round(5000 * args.images / COCO_TRAIN_IMAGES)))
+    if args.dev_images is None:
+        args.dev_images = max(100, args.test_images // 5)
+    for name in ("images", "captions_per_image", "test_images", "dev_images", "threads", "nproc"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: must be positive")
+    if args.max_steps is not None and args.max_steps < 1:
+        p.error("--max-steps: must be positive")
+    if args.k is None:
+        builder, _, _ = components(train_namespace(args, paths))
+        args.k = list_depth(builder)
+    stages = list(STAGES) if args.stages == "all" else [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown or not stages:
+        p.error(f"--stages: unknown {unknown or 'empty'}; choose from {','.join(STAGES)}")
+    return [s for s in STAGES if s in stages]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = build_argparser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    paths = Paths(Path(args.workdir))
+    stages = resolve(args, paths, p)
+    if args.child is not None:
+        run_child_stage(args, paths)
+        return 0
+    paths.workdir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/coco_scale.py", *argv])
+    ns = train_namespace(args, paths)
+    builder, model, config = components(ns)
+    payload: Dict[str, Any] = {
+        "command": command, "complete": False,
+        "config": {**{k: v for k, v in vars(args).items() if not k.startswith("child")}, "stages": stages,
+                   "train_items": args.images * args.captions_per_image,
+                   "builder": builder.config, "model": model.to_config(),
+                   "train": dataclasses.replace(config, select_fusion=True).to_dict(),
+                   "synthetic": dataclasses.asdict(SyntheticConfig())},
+        "environment": {"pillargraph": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                        "cpus": os.cpu_count(), "faiss": faiss_available(),
+                        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "stages": {}}
+
+    def write() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str) + "\n")
+        atomic_write_text(out.with_suffix(".md"), markdown(payload))
+
+    log(f"{command}\n  train {args.images} images x {args.images * args.captions_per_image} captions, dev "
+        f"{args.dev_images}, test {args.test_images} ({args.test_format}); k={args.k}; stages {','.join(stages)}; "
+        f"workdir {paths.workdir}")
+    for name in stages:
+        load = os.getloadavg()[0]
+        log(f"stage {name} (load average {load:.2f})")
+        if name == "dist":
+            result = run_dist(args, argv, paths, payload["stages"].get("epoch"))
+        else:
+            result = run_stage(args, argv, paths, name, args.threads)
+        result["loadavg"] = load
+        payload["stages"][name] = result
+        log(f"stage {name}: {result['seconds']:.1f}s, peak RSS {result['peak_rss_gib']:.2f} GiB; "
+            f"{stage_seconds(name, result)}")
+        write()
+    payload["complete"] = True
+    write()
+    log(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
