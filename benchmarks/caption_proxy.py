@@ -793,9 +793,10 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
         if args.train_images < 2:
             raise ValueError("--train-images: need at least 2")
         cuts.append(f"each learned re-ranker trained on only the first {args.train_images} images (and their "
-                    f"captions) of its training pool in file order, not the whole pool; on the COCO folds that "
-                    f"is the lowest-numbered other fold, so several folds share one training set (fold 1 "
-                    f"trains on fold 2, every later fold on fold 1; no model sees its own test fold)")
+                    f"captions) of its training pool in file order, not the whole pool"
+                    + ("; on the COCO folds that is the lowest-numbered other fold, so several folds share one "
+                       "training set (fold 1 trains on fold 2, every later fold on fold 1; no model sees its own "
+                       "test fold)" if "coco1k" in protocols else ""))
     if args.max_folds is not None:
         if not 1 <= args.max_folds <= args.folds:
             raise ValueError(f"--max-folds: expected 1..{args.folds}")
