@@ -53,6 +53,8 @@ def time_it(fn: Callable[[], object], repeat: int, warmup: int = 2, device: Opti
 
 # ------------------------------------------------------------------ learned re-ranker settings
 #: Named variants: builder, model and training settings on top of BASE.
+#: Training-free re-rankers fed to the ``prior*`` variants as node features.
+PRIORS = ["prior:dual_softmax(temperature=0.1)", "prior:gnn_rerank(k1=10, k2=3)"]
 BASE = {"builder": {"num_pillars": 32}, "model": {"hidden_channels": 128}, "train": {}}
 VARIANTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "paper": {},
@@ -64,6 +66,24 @@ VARIANTS: Dict[str, Dict[str, Dict[str, Any]]] = {
                            "train": {"alignment": 0.0, "mirror_contrastive": 0.0}},
     "rank_recip_hinge": {"builder": {"node_features": ["rank", "reciprocal"]}, "train": {"triplet": 0.0, "hinge": 1.0}},
     "rank_h256": {"builder": {"node_features": ["rank"]}, "model": {"hidden_channels": 256}},
+    "rank_k16": {"builder": {"node_features": ["rank"], "k_t2i": 16}},
+    "rank_k32": {"builder": {"node_features": ["rank"], "k_t2i": 32}},
+    # training-free scores as node features (transductive: dual softmax and GNN re-ranking read all
+    # test queries); the parameters are the dev-tuned ones of both combos (caption_proxy_f30k.json)
+    "prior": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS}},
+    "prior_k16": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 16}},
+    "prior_k32": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32}},
+    "prior_k32_skip": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+                       "model": {"feature_skip": 1.0}},
+    "prior_k32_b32": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+                      "train": {"batch_size": 32}},
+    "prior_k32_skip_b32": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+                           "model": {"feature_skip": 1.0}, "train": {"batch_size": 32}},
+    "prior_k32_skip10": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+                         "model": {"feature_skip": 10.0}},
+    "prior_k32_noalign": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+                          "train": {"alignment": 0.0, "mirror_contrastive": 0.0}},
+    "rank_k32_skip": {"builder": {"node_features": ["rank"], "k_t2i": 32}, "model": {"feature_skip": 1.0}},
 }
 
 
