@@ -191,8 +191,7 @@ def train_model(train: SimilarityBundle, dev: SimilarityBundle, args) -> Tuple[F
             "dev_images": dev.num_images, "epochs": args.epochs, "epochs_run": r.epochs_run,
             "best_epoch": r.best_epoch, "best_dev_rsum": r.best_dev_rsum,
             "fusion": r.fusion, "train_seconds": round(fitted.seconds, 1),
-            "dev_history": [{"epoch": h["epoch"], "dev_rsum": h.get("dev", {}).get("rsum"),
-                             "train_time_s": round(h["train_time_s"], 1)} for h in r.history]}
+            "dev_history": r.dev_history()}
     return fitted, info
 
 
@@ -442,8 +441,7 @@ def learned_info(data: PaperData, fusions: Dict[int, FusionChoice]) -> Dict[str,
             "seeds": {s: {"best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run,
                           "best_dev_rsum": m.result.best_dev_rsum, "fusion": fusions[s].as_dict(),
                           "train_seconds": round(m.seconds, 1),
-                          "dev_history": [{"epoch": h["epoch"], "dev_rsum": h.get("dev", {}).get("rsum")}
-                                          for h in m.result.history]}
+                          "dev_history": m.result.dev_history()}
                       for s, m in data.models.items()},
             # the single-run keys the report reads
             "best_epoch": f0.result.best_epoch, "epochs_run": f0.result.epochs_run,

@@ -74,8 +74,7 @@ def run_one(name: str, train, dev, seed: int, epochs: int) -> Dict[str, Any]:
             "transductive": fitted.transductive, "dev_base_rsum": evaluate(dev)["rsum"],
             "dev_learned_rsum": result.best_dev_rsum, "dev_fused_rsum": result.fusion["dev_rsum"],
             "fusion": result.fusion, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-            "history": [{"epoch": h["epoch"], "dev_rsum": h.get("dev", {}).get("rsum"),
-                         "seconds": round(h["train_time_s"], 1)} for h in result.history],
+            "history": result.dev_history(),
             "seconds": round(fitted.seconds, 1), "peak_rss_gib": round(peak_rss_gib(), 2)}
 
 

@@ -79,6 +79,12 @@ class TrainResult:
     fusion: Optional[Dict[str, float]] = None
     out_dir: Optional[Path] = None
 
+    def dev_history(self) -> List[Dict[str, Any]]:
+        """Per epoch: ``epoch``, ``dev_rsum`` (None where dev was not evaluated) and
+        ``train_time_s`` (rounded to 0.1 s), for results files."""
+        return [{"epoch": h["epoch"], "dev_rsum": h.get("dev", {}).get("rsum"),
+                 "train_time_s": round(h["train_time_s"], 1)} for h in self.history]
+
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no arbitrary unpickling).

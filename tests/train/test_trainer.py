@@ -126,3 +126,12 @@ def test_sigkill_and_resume_matches_uninterrupted(tmp_path):
     assert ca["fusion"] == cb["fusion"]
     for k in ca["model"]:
         assert torch.equal(ca["model"][k], cb["model"][k]), k
+
+
+def test_dev_history_lists_every_epoch_for_results_files():
+    from pillargraph.train import TrainResult
+    result = TrainResult(best_epoch=1, best_dev_rsum=5.0, epochs_run=2,
+                         history=[{"epoch": 0, "train_time_s": 1.234, "dev": {"rsum": 4.0}},
+                                  {"epoch": 1, "train_time_s": 2.06}])
+    assert result.dev_history() == [{"epoch": 0, "dev_rsum": 4.0, "train_time_s": 1.2},
+                                    {"epoch": 1, "dev_rsum": None, "train_time_s": 2.1}]
