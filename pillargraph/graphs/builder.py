@@ -1,7 +1,7 @@
 """Build every query graph of a split in batch."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -234,15 +234,21 @@ class PillarGraphBuilder:
             self._tables = (source, neighbor_tables(source, self.overlap_neighbors))
         return self._tables[1]
 
-    def priors(self, source: SimilaritySource) -> Dict[str, Dict[str, SimilaritySource]]:
-        """Each ``'prior:<method>'`` group's re-scored split (computed once per split and cached)."""
+    def _per_split(self, slot: str, source: SimilaritySource, make: Callable[[SimilaritySource], Any]) -> Any:
+        """``make(source)``, cached in ``slot`` until another split comes (a bundle's sources are one split)."""
         if isinstance(source, _RankedSource):
             source = source.source
         key = getattr(source, "bundle", source)
-        if self._priors is None or self._priors[0] is not key:
-            self._priors = (key, {g: prior_scores(source, prior_reranker(g))
-                                  for g in self.node_features if is_prior(g)})
-        return self._priors[1]
+        cached = getattr(self, slot)
+        if cached is None or cached[0] is not key:
+            cached = (key, make(source))
+            setattr(self, slot, cached)
+        return cached[1]
+
+    def priors(self, source: SimilaritySource) -> Dict[str, Dict[str, SimilaritySource]]:
+        """Each ``'prior:<method>'`` group's re-scored split (computed once per split and cached)."""
+        return self._per_split("_priors", source, lambda src: {
+            g: prior_scores(src, prior_reranker(g)) for g in self.node_features if is_prior(g)})
 
     def reverse_lists(self, source: SimilaritySource) -> SimilaritySource:
         """``source`` with the ``'reciprocal'`` group's reverse lists ranked once per split and cached.
@@ -251,13 +257,8 @@ class PillarGraphBuilder:
         candidates per step; ranking those rows afresh every step would repeat
         the same ``topk`` many times over an epoch.
         """
-        if isinstance(source, _RankedSource):
-            source = source.source
-        key = getattr(source, "bundle", source)
-        if self._reverse is None or self._reverse[0] is not key:
-            depths = {"t2i": self._reverse_depth(source, "i2t"), "i2t": self._reverse_depth(source, "t2i")}
-            self._reverse = (key, _RankedSource(source, depths))
-        return self._reverse[1]
+        return self._per_split("_reverse", source, lambda src: _RankedSource(
+            src, {"t2i": self._reverse_depth(src, "i2t"), "i2t": self._reverse_depth(src, "t2i")}))
 
     # ------------------------------------------------------------------ build
     def build(self, data: Union[SimilarityBundle, SimilaritySource], direction: str,
