@@ -220,9 +220,9 @@ def neighbor_shard(img_emb: Any, txt_emb: Any, txt2img: Any, k: int, img_intra_e
     sides = dict(i2t=(img, txt), t2i=(txt, img), i2i=(intra["img_intra_emb"],) * 2,
                  t2t=(intra["txt_intra_emb"],) * 2)
     device = torch.device(device) if device is not None else img.device
-    blocks = {kind: chunk_rows(chunk_size, g.shape[0]) for kind, (_, g) in sides.items()}
     backends = {kind: resolve_backend(backend, torch.promote_types(q.dtype, g.dtype), device)
                 for kind, (q, g) in sides.items()}
+    blocks = {kind: chunk_rows(chunk_size, g.shape[0], backends[kind]) for kind, (_, g) in sides.items()}
     ranges = list_ranges(img.shape[0], txt.shape[0], index, count, blocks)
     arrays: Dict[str, np.ndarray] = {}
     for kind, (q, g) in sides.items():

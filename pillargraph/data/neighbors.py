@@ -30,13 +30,15 @@ from ..io import atomic_write, read_npz
 from .source import KINDS, check_kind
 
 __all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS", "chunk_rows",
-           "resolve_backend"]
+           "FAISS_BLOCK_ROWS", "resolve_backend"]
 
 #: Values of the ``backend`` argument of :func:`topk_neighbors`.
 BACKENDS = ("auto", "torch", "faiss")
 
 # Elements per similarity block when no chunk size is given: 128 MiB of float32.
 _CHUNK_ELEMENTS = 1 << 25
+#: Fewest query rows per FAISS search call by default (see :func:`chunk_rows`).
+FAISS_BLOCK_ROWS = 4096
 # Pairs per block in NeighborLists.gather (bounds the [pairs, d] temporaries).
 _GATHER_CHUNK = 1 << 16
 
@@ -78,17 +80,21 @@ def _embedding_side(value: Any, name: str) -> Any:
     return _float_matrix(value, name)
 
 
-def chunk_rows(chunk_size: Optional[int], num_cols: int) -> int:
+def chunk_rows(chunk_size: Optional[int], num_cols: int, backend: str = "torch") -> int:
     """Query rows per similarity block against a gallery of ``num_cols`` items.
 
     The blocks :func:`topk_neighbors` and :func:`topk_from_matrix` search: ``chunk_size``
-    when given, otherwise as many rows as keep one block at :math:`2^{25}` scores.
+    when given, otherwise as many rows as keep one block at :math:`2^{25}` scores. For the
+    resolved ``'faiss'`` backend the default is at least :data:`FAISS_BLOCK_ROWS` rows: FAISS
+    bounds its own temporaries, and its exact search runs several times slower per row on
+    smaller query batches (6.6x at 59 rows against 2,048, a 566,435-item gallery, one thread).
 
     Raises:
         ValueError: ``chunk_size`` is not positive.
     """
     if chunk_size is None:
-        return max(1, _CHUNK_ELEMENTS // max(num_cols, 1))
+        rows = max(1, _CHUNK_ELEMENTS // max(num_cols, 1))
+        return max(rows, FAISS_BLOCK_ROWS) if backend == "faiss" else rows
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size: must be a positive number of rows, got {chunk_size}")
     return int(chunk_size)
@@ -287,8 +293,9 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
     k = _check_pair(q.shape, g.shape, k, exclude_self)
     device = torch.device(device) if device is not None else q.device
     dtype = torch.promote_types(q.dtype, g.dtype)
-    step = chunk_rows(chunk_size, g.shape[0])
-    if resolve_backend(backend, dtype, device) == "faiss":
+    resolved = resolve_backend(backend, dtype, device)
+    step = chunk_rows(chunk_size, g.shape[0], resolved)
+    if resolved == "faiss":
         return _faiss_topk(q, g, k, step, exclude_self, progress)
 
     return _torch_topk(q, g, k, step, exclude_self, device, dtype, progress)

@@ -366,3 +366,11 @@ def test_to_and_repr():
                         "embeddings=True)")
     moved = nl.to("cpu")
     assert torch.equal(moved.topk("i2t", 2)[0], nl.topk("i2t", 2)[0])
+
+
+def test_faiss_blocks_are_never_small_by_default():
+    from pillargraph.data.neighbors import FAISS_BLOCK_ROWS, chunk_rows
+    assert chunk_rows(None, 566_435, "faiss") == FAISS_BLOCK_ROWS      # the torch budget would give 59 rows
+    assert chunk_rows(None, 566_435) == (1 << 25) // 566_435
+    assert chunk_rows(None, 100, "faiss") == (1 << 25) // 100           # the budget when it is larger
+    assert chunk_rows(7, 566_435, "faiss") == 7                          # an explicit size is kept
