@@ -48,7 +48,9 @@ def positive_sample(source: SimilaritySource, nodes: Tensor, node_type: Tensor,
         :obj:`[Q, K]` ids in the other modality.
     """
     t2i = source.txt2img.to(nodes.device)
-    order, starts, counts = caption_groups(t2i, source.num_images) if groups is None else (g.to(nodes.device) for g in groups)
+    if groups is None:
+        groups = caption_groups(t2i, source.num_images)
+    order, starts, counts = (g.to(nodes.device) for g in groups)
     out = torch.empty_like(nodes)
     txt = (node_type == TEXT).to(nodes.device)
     out[:, txt] = t2i[nodes[:, txt]]
@@ -161,7 +163,7 @@ class PillarGraphBuilder:
         self._tables: Optional[tuple] = None
         self._priors: Optional[tuple] = None
         self._reverse: Optional[tuple] = None
-        self._groups: Optional[tuple] = None
+        self._groups: Optional[tuple] = None  # caption_groups of the split, for mirrors
 
     # ----------------------------------------------------------------- config
     @property
@@ -322,9 +324,10 @@ class PillarGraphBuilder:
         if "reciprocal" in self.node_features:
             parts.append(reciprocal_features(source, direction, nodes, candidate_mask, base,
                                              self._reverse_depth(source, direction)))
+        priors = self.priors(source)
         cmask = candidate_mask.to(nodes.device)
-        cand = nodes[:, cmask]
-        for scored in self.priors(source).values():
+        cand = nodes[:, cmask] if priors else None
+        for scored in priors.values():
             prior = torch.zeros(nodes.shape, dtype=torch.float32, device=nodes.device)
             prior[:, cmask] = scored[direction].gather(direction, nodes[:, :1].expand_as(cand), cand).float()
             parts.append(rank_features(prior, candidate_mask))
@@ -423,9 +426,8 @@ class PillarGraphBuilder:
         queries = queries.to(graphs.node_index.device).view(-1)
         if queries.numel() != graphs.num_graphs:
             raise ValueError(f"queries: expected {graphs.num_graphs} ids, got {queries.numel()}")
-        if self._groups is None or self._groups[0] is not source.txt2img:
-            self._groups = (source.txt2img, caption_groups(source.txt2img, source.num_images))
-        nodes = positive_sample(source, graphs.node_index, graphs.node_type, generator, self._groups[1])
+        groups = self._per_split("_groups", source, lambda src: caption_groups(src.txt2img, src.num_images))
+        nodes = positive_sample(source, graphs.node_index, graphs.node_type, generator, groups)
         nodes[:, 0] = queries
         node_type = 1 - graphs.node_type
         x = pillar_features(source, pillars, nodes, node_type, self.anchor, dtype=graphs.x.dtype)
