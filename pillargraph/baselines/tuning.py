@@ -93,8 +93,7 @@ def fuse_with_base(bundle: SimilarityBundle, scores: Mapping[str, Tensor],
         w = float(weights[d])
         if not 0.0 <= w <= 1.0:
             raise ValueError(f"weights[{d!r}]: fusion weight must lie in [0, 1], got {w}")
-        z_s, z_b = _standardised_pair(bundle, d, s)
-        out[d] = (w * z_s + (1.0 - w) * z_b).float()
+        out[d] = _blend(*_standardised_pair(bundle, d, s), w)
     return out
 
 
@@ -103,6 +102,11 @@ def _standardised_pair(bundle: SimilarityBundle, direction: str, scores: Tensor)
     base = bundle.sim_i2t if direction == "i2t" else bundle.t2i_scores.T
     dim = 1 if direction == "i2t" else 0  # the query axis is summarised over the gallery
     return _standardise(scores, dim), _standardise(base.to(scores.device), dim)
+
+
+def _blend(z_scores: Tensor, z_base: Tensor, weight: float) -> Tensor:
+    """``weight`` of the standardised re-ranked scores plus ``1 - weight`` of the standardised base."""
+    return (weight * z_scores + (1.0 - weight) * z_base).float()
 
 
 @dataclass
@@ -172,7 +176,7 @@ def _choose_fusion(dev: SimilarityBundle, scores: Mapping[str, Tensor],
     best = {}
     for d, s in scores.items():
         z_s, z_b = _standardised_pair(dev, d, s)  # once per direction, not once per weight
-        rsums = [(direction_rsum(evaluate_rescored({d: (w * z_s + (1.0 - w) * z_b).float()}, dev), d), -w)
+        rsums = [(direction_rsum(evaluate_rescored({d: _blend(z_s, z_b, w)}, dev), d), -w)
                  for w in grid]
         best[d] = -max(rsums)[1]
     return best
