@@ -10,6 +10,7 @@ from pillargraph.graphs.node_features import is_transductive, num_node_features,
 from pillargraph.graphs.priors import parse_prior
 
 from ..helpers.bundles import random_bundle, random_score_bundle
+from ..helpers.graph_reference import assert_rank_columns
 
 CFG = dict(num_pillars=4, k_i2t=6, k_t2i=4, overlap_neighbors=3)
 DUAL = "prior:dual_softmax(temperature=0.1)"
@@ -33,11 +34,7 @@ def test_prior_columns_are_the_rank_features_of_the_method_scores(direction):
     assert torch.equal(x[:, 0], torch.zeros_like(x[:, 0]))      # the query node
     for q in range(g.num_graphs):
         cands = g.node_index[q, 1:]
-        s = scored[q, cands].double()
-        z = (s - s.mean()) / s.std(unbiased=False)
-        torch.testing.assert_close(x[q, 1:, 0].double(), z, atol=1e-4, rtol=0)
-        higher = torch.tensor([(s > v).sum() for v in s], dtype=torch.float64) / (len(s) - 1)
-        torch.testing.assert_close(x[q, 1:, 1].double(), higher, atol=1e-6, rtol=0)
+        assert_rank_columns(x[q, 1:], scored[q, cands], z_atol=1e-4)
 
 
 def test_a_prior_that_reorders_differs_from_the_base_rank_group():

@@ -1,5 +1,6 @@
 """Deliberately plain per-query reference implementations (Python lists, sets and loops)."""
 import numpy as np
+import torch
 
 
 def dense(bundle):
@@ -67,3 +68,13 @@ def query_graph(bundle, direction, q, L, K, C, gamma, anchor="both", context=0, 
             y.append(False)
     return dict(nodes=[u for u, _ in nodes], types=[t for _, t in nodes], x=np.array(feats),
                 adj=A, base=np.array(base), y=np.array(y))
+
+
+def assert_rank_columns(columns, s, z_atol):
+    """The first two ``'rank'`` columns of one query's candidates against a plain reference:
+    ``s`` standardised over the candidates, and the share of candidates scoring strictly higher."""
+    s = s.double()
+    z = (s - s.mean()) / s.std(unbiased=False)
+    torch.testing.assert_close(columns[:, 0].double(), z, atol=z_atol, rtol=0)
+    higher = torch.tensor([(s > v).sum() for v in s], dtype=torch.float64) / (len(s) - 1)
+    torch.testing.assert_close(columns[:, 1].double(), higher, atol=1e-6, rtol=0)
