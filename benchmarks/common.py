@@ -55,6 +55,8 @@ def time_it(fn: Callable[[], object], repeat: int, warmup: int = 2, device: Opti
 #: Named variants: builder, model and training settings on top of BASE.
 #: Training-free re-rankers fed to the ``prior*`` variants as node features.
 PRIORS = ["prior:dual_softmax(temperature=0.1)", "prior:gnn_rerank(k1=10, k2=3)"]
+#: Builder settings of the ``prior_k32*`` variants: priors, and 31 candidates per caption query.
+PRIOR_K32 = {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32}
 BASE = {"builder": {"num_pillars": 32}, "model": {"hidden_channels": 128}, "train": {}}
 VARIANTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "paper": {},
@@ -72,16 +74,16 @@ VARIANTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # test queries); the parameters are the dev-tuned ones of both combos (caption_proxy_f30k.json)
     "prior": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS}},
     "prior_k16": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 16}},
-    "prior_k32": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32}},
-    "prior_k32_skip": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+    "prior_k32": {"builder": PRIOR_K32},
+    "prior_k32_skip": {"builder": PRIOR_K32,
                        "model": {"feature_skip": 1.0}},
-    "prior_k32_b32": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+    "prior_k32_b32": {"builder": PRIOR_K32,
                       "train": {"batch_size": 32}},
-    "prior_k32_skip_b32": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+    "prior_k32_skip_b32": {"builder": PRIOR_K32,
                            "model": {"feature_skip": 1.0}, "train": {"batch_size": 32}},
-    "prior_k32_skip10": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+    "prior_k32_skip10": {"builder": PRIOR_K32,
                          "model": {"feature_skip": 10.0}},
-    "prior_k32_noalign": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32},
+    "prior_k32_noalign": {"builder": PRIOR_K32,
                           "train": {"alignment": 0.0, "mirror_contrastive": 0.0}},
     "rank_k32_skip": {"builder": {"node_features": ["rank"], "k_t2i": 32}, "model": {"feature_skip": 1.0}},
 }
