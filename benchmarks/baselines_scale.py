@@ -16,13 +16,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import resource
 import time
 
 import torch
 
 from pillargraph import SimilarityBundle
 from pillargraph.baselines import available_rerankers, evaluate_rescored, get_reranker
+
+from benchmarks.common import peak_rss_gib
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
             mem = (torch.cuda.max_memory_allocated() - before) / 2**30
             where = "GiB peak beyond the bundle"
         else:
-            mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            mem = peak_rss_gib()
             where = "GiB process max RSS"
         rsum = evaluate_rescored(out, bundle)["rsum"]
         print(f"{name:14s} {sec:8.1f} s {mem:6.2f} {where}  rSum {rsum:.1f} ({rsum - base:+.1f})",

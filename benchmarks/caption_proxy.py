@@ -63,7 +63,7 @@ from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import FusionChoice, combine_any, direction_scores, rerank_scores, select_fusion_weights
 from pillargraph.train import FittedReranker, TrainConfig, fit_reranker
 
-from benchmarks.common import VARIANTS, variant
+from benchmarks.common import VARIANTS, log, peak_rss_gib, variant
 
 ENCODERS = ("minilm", "tfidf")
 DEFAULT_EPOCHS = 3
@@ -108,10 +108,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def parse_combos(text: str) -> List[Tuple[str, str]]:
@@ -494,12 +490,6 @@ def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List
                                   for t, r, info in cases],
                         "seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak_rss_gib(), 2)})
     return results
-
-
-def peak_rss_gib() -> float:
-    """Peak resident memory of this process so far, GiB (Linux ru_maxrss is KiB)."""
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 # ------------------------------------------------------------------ reporting

@@ -1,6 +1,9 @@
-"""Helpers shared by the benchmark scripts: random query-graph batches, a timer, the learned re-ranker's named settings."""
+"""Helpers shared by the benchmark scripts: progress lines, peak memory, random query-graph batches, a timer,
+the learned re-ranker's named settings."""
 from __future__ import annotations
 
+import os
+import resource
 import time
 from dataclasses import replace
 from typing import Any, Callable, Dict, Optional
@@ -9,7 +12,23 @@ import torch
 
 from pillargraph.graphs import IMAGE, TEXT, GraphBatch
 
-__all__ = ["random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
+__all__ = ["log", "peak_rss_gib", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
+
+
+def log(msg: str) -> None:
+    """One timestamped progress line on stdout; tagged with the rank under torchrun with several processes."""
+    rank = os.environ.get("RANK")
+    tag = f" rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    print(f"[{time.strftime('%H:%M:%S')}{tag}] {msg}", flush=True)
+
+
+def peak_rss_gib(who: str = "self") -> float:
+    """Peak resident memory so far in GiB: of this process (``'self'``) or of the largest child process it
+    has waited for (``'children'``). Linux reports ``ru_maxrss`` in KiB."""
+    scope = {"self": resource.RUSAGE_SELF, "children": resource.RUSAGE_CHILDREN}
+    if who not in scope:
+        raise ValueError(f"who: expected 'self' or 'children', got {who!r}")
+    return resource.getrusage(scope[who]).ru_maxrss / 2 ** 20
 
 
 def random_graph_batch(direction: str, b: int, k: int, f: int, density: float = 0.3,

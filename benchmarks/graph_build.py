@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ import torch
 
 from pillargraph.data.synthetic import synthetic_embeddings, synthetic_splits
 from pillargraph.graphs import PillarGraphBuilder
+
+from benchmarks.common import peak_rss_gib
 
 
 def _top(row, k: int, full_sort: bool):
@@ -112,7 +113,7 @@ def _large_child(queue, seed: int, k: int) -> None:
     i2t = builder.build(lists, "i2t")
     t2i = builder.build(lists, "t2i")
     t_graphs = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
+    peak = peak_rss_gib()
     queue.put({"images": 20_000, "captions": 100_000, "k": k, "neighbor_lists_s": t_lists,
                "graphs_s": t_graphs, "graphs": len(i2t) + len(t2i), "peak_rss_gib": peak})
 

@@ -25,7 +25,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import json
-import resource
 import shlex
 import sys
 import time
@@ -42,14 +41,7 @@ from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
 from pillargraph.train import TrainConfig, fit_reranker
 
-from benchmarks.common import variant
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+from benchmarks.common import log, peak_rss_gib, variant
 
 
 def load(combo: str, train_images: int, episode_images: int, lists_k: int):

@@ -28,9 +28,7 @@ import torch
 from pillargraph.data.neighbors import NeighborLists, faiss_available
 from pillargraph.data.source import KINDS
 
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+from benchmarks.common import peak_rss_gib
 
 
 def cpu_seconds() -> float:
