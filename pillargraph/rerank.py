@@ -57,12 +57,15 @@ from .modality import DIRECTIONS
 __all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scores", "combine",
            "select_fusion_weights",
            "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored",
-           "direction_scores", "resolve_fusion", "model_builder"]
+           "direction_scores", "resolve_fusion", "model_builder", "DEFAULT_FUSION_OUTPUTS", "check_outputs"]
 
 #: What :func:`rerank` can return (see the module docstring).
 OUTPUTS = ("fused", "directions", "i2t", "t2i")
 #: Fusion weights tried by :func:`select_fusion_weights`.
 DEFAULT_FUSION_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+#: Output modes :func:`select_fusion_weights` chooses from by default: mixing the two
+#: directions (the paper) or keeping each direction's own re-ranking; ties go to the first.
+DEFAULT_FUSION_OUTPUTS = ("fused", "directions")
 
 #: ``{direction: (graphs, learned scores [Q, K])}``, what :func:`rerank_scores` returns.
 Scored = Dict[str, Tuple[QueryGraphDataset, Tensor]]
@@ -275,7 +278,11 @@ def combine_lists(lists: NeighborLists, scored: Scored, w_i2t: float, w_t2i: flo
 
 @dataclass
 class FusionChoice:
-    """Fusion weights chosen on a dev split, and the dev rSum of every pair tried."""
+    """Fusion weights and output mode chosen on a dev split.
+
+    ``table`` holds the dev rSum of every weight pair tried with the chosen
+    output; ``by_output`` the best dev rSum of each output mode tried.
+    """
 
     i2t: float
     t2i: float
@@ -283,11 +290,12 @@ class FusionChoice:
     base_rsum: float
     output: str = "fused"
     table: Dict[Tuple[float, float], float] = field(default_factory=dict, repr=False)
+    by_output: Dict[str, float] = field(default_factory=dict)
 
-    def as_dict(self) -> Dict[str, Union[float, str]]:
+    def as_dict(self) -> Dict[str, Any]:
         """The chosen weights, output mode and rSums (JSON-friendly)."""
         return {"i2t": self.i2t, "t2i": self.t2i, "dev_rsum": self.dev_rsum, "base_rsum": self.base_rsum,
-                "output": self.output}
+                "output": self.output, "by_output": dict(self.by_output)}
 
 
 def _build(builder: PillarGraphBuilder, bundle: SimilarityBundle, directions: Iterable[str],
@@ -407,30 +415,51 @@ def resolve_fusion(model: torch.nn.Module, fusion: Any = None, output: Optional[
 
 
 
+def check_outputs(output: Union[str, Sequence[str]], name: str = "output") -> Tuple[str, ...]:
+    """One output mode or several as a tuple (repeats dropped), or :class:`ValueError` naming
+    ``name`` and the unknown mode, or saying that none was given."""
+    outputs = (output,) if isinstance(output, str) else tuple(output)
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown or not outputs:
+        raise ValueError(f"{name}: unknown output mode(s) {unknown or 'none given'}; expected some of "
+                         f"{list(OUTPUTS)}")
+    return tuple(dict.fromkeys(outputs))
+
+
+def _fusion_table(dev: Split, scored: Scored, grid: Sequence[float], output: str) -> Dict[Tuple[float, float], float]:
+    if isinstance(dev, SimilarityBundle):
+        return _dense_fusion_table(dev, scored, grid, output)
+    return {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, output))["rsum"]
+            for wi, wt in itertools.product(grid, grid)}
+
+
 def select_fusion_weights(model: torch.nn.Module, dev: Split,
                           builder: Optional[PillarGraphBuilder] = None,
                           grid: Sequence[float] = DEFAULT_FUSION_GRID,
                           graphs: Optional[Dict[str, QueryGraphDataset]] = None,
                           batch_size: int = 1024, device: Union[str, torch.device, None] = None,
-                          output: str = "fused", scored: Optional[Scored] = None) -> FusionChoice:
-    """Choose ``(w_i2t, w_t2i)`` on a dev split by the rSum of :func:`rerank`'s ``output``.
+                          output: Union[str, Sequence[str]] = DEFAULT_FUSION_OUTPUTS,
+                          scored: Optional[Scored] = None) -> FusionChoice:
+    """Choose ``(w_i2t, w_t2i)`` and the output mode on a dev split by the rSum of :func:`rerank`.
 
-    Every pair of ``grid`` is tried (``(0, 0)``, the base ranking, included, so
-    the choice is never worse than the base on dev); ties go to the smaller
-    weights. Only ``dev`` is read.
+    Every pair of ``grid`` is tried with every mode of ``output`` (``(0, 0)``,
+    the base ranking, included, so the choice is never worse than the base on
+    dev); ties go to the earlier mode, then to the smaller weights. Only
+    ``dev`` is read.
 
     Args:
+        output: one of :data:`OUTPUTS` or several (default:
+            :data:`DEFAULT_FUSION_OUTPUTS`). The training-free re-rankers re-rank
+            each direction on its own, which is ``'directions'``.
         scored: :func:`rerank_scores` of ``dev`` when already computed.
     """
-    if output not in OUTPUTS:
-        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
+    outputs = check_outputs(output)
     grid = sorted(set(float(w) for w in grid) | {0.0})
     if scored is None:
         scored = rerank_scores(model, dev, builder, graphs, batch_size, device)
-    if isinstance(dev, SimilarityBundle):
-        table = _dense_fusion_table(dev, scored, grid, output)
-    else:
-        table = {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, output))["rsum"]
-                 for wi, wt in itertools.product(grid, grid)}
-    best = max(table, key=lambda k: (round(table[k], 6), -k[0] - k[1]))
-    return FusionChoice(best[0], best[1], table[best], table[(0.0, 0.0)], output, table)
+    tables = {o: _fusion_table(dev, scored, grid, o) for o in outputs}
+    best = {o: max(t, key=lambda k: (round(t[k], 6), -k[0] - k[1])) for o, t in tables.items()}
+    chosen = max(outputs, key=lambda o: (round(tables[o][best[o]], 6), -outputs.index(o)))
+    table, (wi, wt) = tables[chosen], best[chosen]
+    return FusionChoice(wi, wt, table[(wi, wt)], table[(0.0, 0.0)], chosen, table,
+                        {o: tables[o][best[o]] for o in outputs})

@@ -128,3 +128,33 @@ def test_rerank_from_lists_equals_rerank_of_the_dense_bundle(output):
     got, ref = evaluate_lists(listed), evaluate(dense)
     for key in got:
         assert got[key] == pytest.approx(ref[key])
+
+
+def test_fusion_selection_chooses_the_output_mode_on_dev():
+    from pillargraph.rerank import rerank_scores
+    builder = PillarGraphBuilder(num_pillars=4, k_i2t=6, k_t2i=4, overlap_neighbors=3)
+    grid = (0.0, 0.5, 1.0)
+    winners = set()
+    for seed in range(6):
+        dev = random_bundle(n=20, per=3, seed=10 + seed)
+        scored = rerank_scores(RandomScorer(builder, seed), dev, builder)
+        single = {o: select_fusion_weights(None, dev, builder, grid=grid, output=o, scored=scored)
+                  for o in ("fused", "directions")}
+        both = select_fusion_weights(None, dev, builder, grid=grid, output=("fused", "directions"), scored=scored)
+        assert both.by_output == {o: c.dev_rsum for o, c in single.items()}
+        expected = "directions" if single["directions"].dev_rsum > single["fused"].dev_rsum + 1e-6 else "fused"
+        chosen = single[expected]
+        assert both.output == expected and both.dev_rsum == max(both.by_output.values())
+        assert (both.i2t, both.t2i, both.table) == (chosen.i2t, chosen.t2i, chosen.table)
+        assert both.base_rsum == pytest.approx(evaluate(dev)["rsum"])
+        assert both.as_dict()["by_output"] == both.by_output
+        winners.add(expected)
+    assert winners == {"fused", "directions"}  # both branches of the choice were exercised
+    # ties go to the mode listed first: with weight 0 only, every mode is the base ranking
+    for order in (("directions", "fused"), ("fused", "directions")):
+        tie = select_fusion_weights(None, dev, builder, grid=(0.0,), output=order, scored=scored)
+        assert tie.output == order[0] and (tie.i2t, tie.t2i) == (0.0, 0.0)
+    with pytest.raises(ValueError, match=r"output: unknown output mode\(s\) \['both'\]"):
+        select_fusion_weights(None, dev, builder, output=("fused", "both"), scored=scored)
+    with pytest.raises(ValueError, match="none given"):
+        select_fusion_weights(None, dev, builder, output=(), scored=scored)

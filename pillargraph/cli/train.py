@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Tuple
 
 import torch
 
@@ -54,9 +55,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     for name, default in LOSS_DEFAULTS.items():
         loss.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, metavar="X",
                           help=f"PillarLoss {name} (default: {default:g})")
+    t.add_argument("--fusion-outputs", default=",".join(TrainConfig.fusion_outputs), metavar="MODES",
+                   help="output modes the dev selection chooses from with the fusion weights, comma-separated "
+                        f"(default: {','.join(TrainConfig.fusion_outputs)}; see `pillargraph rerank --output`)")
     t.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+
+
+def split_outputs(text: str) -> Tuple[str, ...]:
+    """``'fused,directions'`` as a tuple (checked by :class:`~pillargraph.train.TrainConfig`)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def components(args: argparse.Namespace):
@@ -70,7 +79,7 @@ def components(args: argparse.Namespace):
         losses.update(alignment=0.0, mirror_contrastive=0.0)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          optimizer=args.optimizer, patience=args.patience, seed=args.seed,
-                         compile=args.compile, **losses)
+                         compile=args.compile, fusion_outputs=split_outputs(args.fusion_outputs), **losses)
     torch.manual_seed(args.seed)
     model = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features,
                            layer=args.layer, hidden_channels=args.hidden,

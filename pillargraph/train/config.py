@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ..losses.pillar_loss import LOSS_DEFAULTS
+from ..rerank import DEFAULT_FUSION_OUTPUTS, check_outputs
 
 __all__ = ["TrainConfig"]
 
@@ -48,6 +49,12 @@ class TrainConfig:
             35 ms per paper-size batch-512 step on an H200) (default: :obj:`False`).
         select_fusion (bool): after training, choose the base-score fusion weights
             on the dev split and store them with the best checkpoint (default: :obj:`True`).
+        fusion_outputs (tuple of str): output modes (:data:`pillargraph.rerank.OUTPUTS`)
+            the dev selection chooses from, with the fusion weights; the dev rSum that
+            picks the best epoch is the best of them too. ``'fused'`` mixes the two
+            directions' re-rankings (the paper), ``'directions'`` keeps each direction's
+            own, as the training-free re-rankers do; ties go to the first
+            (default: :obj:`('fused', 'directions')`).
     """
 
     epochs: int = 10
@@ -74,6 +81,7 @@ class TrainConfig:
     hinge_margin: float = LOSS_DEFAULTS["hinge_margin"]
     compile: bool = False
     select_fusion: bool = True
+    fusion_outputs: Tuple[str, ...] = DEFAULT_FUSION_OUTPUTS
 
     def __post_init__(self) -> None:
         if self.optimizer not in _OPTIMIZERS:
@@ -88,6 +96,7 @@ class TrainConfig:
                      "mirror_contrastive", "hinge", "margin"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be non-negative, got {getattr(self, name)}")
+        self.fusion_outputs = check_outputs(self.fusion_outputs, "fusion_outputs")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience: must be at least 1 or None, got {self.patience}")
 

@@ -252,9 +252,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_dev(self, dev: SimilarityBundle, dev_graphs: Dict[str, QueryGraphDataset]) -> Dict[str, float]:
-        """Dev metrics of the learned scores alone (fusion weight 1, both directions fused)."""
+        """Dev metrics of the learned scores alone (fusion weight 1) in the best of ``config.fusion_outputs``
+        (ties to the first), plus ``rsum_<output>`` for each output mode."""
         scored = rerank_scores(self.model, dev, self.builder, dev_graphs, device=self.device)
-        return evaluate_any(combine_any(dev, scored, 1.0, 1.0, "fused"))
+        metrics = {o: evaluate_any(combine_any(dev, scored, 1.0, 1.0, o)) for o in self.config.fusion_outputs}
+        best = max(metrics, key=lambda o: (round(metrics[o]["rsum"], 6), -self.config.fusion_outputs.index(o)))
+        return {**metrics[best], **{f"rsum_{o}": m["rsum"] for o, m in metrics.items()}}
 
     # ------------------------------------------------------------ checkpoints
     def _state(self, epoch: int, step: int, history: list, best: dict, bad_evals: int,
@@ -429,7 +432,7 @@ class Trainer:
     def _select_fusion(self, dev: SimilarityBundle, dev_graphs: Dict[str, Any]) -> Dict[str, Any]:
         """Choose the base-fusion weights on dev, store them on the model and in ``best.pt``."""
         choice: FusionChoice = select_fusion_weights(self.model, dev, self.builder, graphs=dev_graphs,
-                                                     device=self.device)
+                                                     device=self.device, output=self.config.fusion_outputs)
         fusion = choice.as_dict()
         self.model.fusion_weights = fusion
         if self.writing and (self.out_dir / "best.pt").exists():

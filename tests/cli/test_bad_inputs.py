@@ -94,6 +94,8 @@ CASES = [
     case("train-zero-batch", BUNDLE_ARGS + " --out {ws}/r1 --batch-size 0", r"batch_size|batch-size"),
     case("train-zero-hidden", BUNDLE_ARGS + " --out {ws}/r1 --hidden 0", r"hidden"),
     case("train-bad-layer", BUNDLE_ARGS + " --out {ws}/r1 --layer nonsense", r"nonsense"),
+    case("train-bad-fusion-output", BUNDLE_ARGS + " --out {ws}/r1 --fusion-outputs fused,rows",
+         r"fusion_outputs: unknown output mode\(s\) \['rows'\]"),
     case("train-unwritable-run", BUNDLE_ARGS + " --out {ws}/r1", r"r1.*Read-only file system",
          fault=("mkstemp", EROFS)),
     case("train-train-is-folder", "train --train {ws}/data --dev {ws}/dev.npz --out {ws}/r1", r"is a folder"),

@@ -47,6 +47,18 @@ def test_train_then_rerank(files, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_fusion_outputs_option_reaches_the_checkpoint(files, capsys):
+    run = files / "run-directions"
+    assert main(["train", "--train", str(files / "train.npz"), "--dev", str(files / "dev.npz"),
+                 "--out", str(run), "--fusion-outputs", "directions", *SMALL]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["fusion"]["output"] == "directions" and list(summary["fusion"]["by_output"]) == ["directions"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["fusion_outputs"] == ["directions"]
+    from pillargraph.train import model_from_checkpoint
+    assert model_from_checkpoint(run / "best.pt").fusion_weights["output"] == "directions"
+
+
 def test_bad_inputs_are_one_line_errors(files, capsys):
     assert main(["rerank", "--checkpoint", str(files / "missing.pt"), str(files / "test.npz"),
                  "--out", str(files / "x.npz")]) == 2

@@ -135,3 +135,22 @@ def test_dev_history_lists_every_epoch_for_results_files():
                                   {"epoch": 1, "train_time_s": 2.06}])
     assert result.dev_history() == [{"epoch": 0, "dev_rsum": 4.0, "train_time_s": 1.2},
                                     {"epoch": 1, "dev_rsum": None, "train_time_s": 2.1}]
+
+
+def test_fusion_outputs_drive_dev_selection_and_epoch_metric(tiny_splits):
+    train, dev, _ = tiny_splits
+    builder = tiny_builder()
+    torch.manual_seed(0)
+    res = Trainer(tiny_model(builder), builder, tiny_config(epochs=1)).fit(train, dev)
+    record = res.history[0]["dev"]
+    assert record["rsum"] == max(record["rsum_fused"], record["rsum_directions"])
+    assert res.fusion["output"] in ("fused", "directions")
+    assert res.fusion["dev_rsum"] == max(res.fusion["by_output"].values())
+    torch.manual_seed(0)
+    only = Trainer(tiny_model(builder), builder, tiny_config(epochs=1, fusion_outputs=("directions",))).fit(train, dev)
+    assert only.fusion["output"] == "directions" and set(only.fusion["by_output"]) == {"directions"}
+    assert only.history[0]["dev"]["rsum"] == only.history[0]["dev"]["rsum_directions"]
+    assert only.history[0]["dev"]["rsum_directions"] == pytest.approx(record["rsum_directions"])
+    assert TrainConfig.from_dict({"fusion_outputs": ["directions", "fused"]}).fusion_outputs == ("directions", "fused")
+    with pytest.raises(ValueError, match="fusion_outputs: unknown output mode"):
+        TrainConfig(fusion_outputs=("fused", "rows"))
