@@ -46,7 +46,6 @@ import json
 import math
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -73,6 +72,8 @@ from pillargraph.rerank import evaluate_any, model_builder, rerank
 from pillargraph.train import Trainer, model_from_checkpoint
 from pillargraph.train.distributed import DistributedTrainer, init_from_env, shutdown
 
+from benchmarks.common import log, peak_rss_gib
+
 STAGES = ("embeddings", "lists", "graphs", "epoch", "rerank", "dist")
 #: MS-COCO Karpathy train (train2014 + restval): images, five captions each.
 COCO_TRAIN_IMAGES = 113_287
@@ -82,12 +83,6 @@ ROOT = SCRIPT.parents[1]
 
 
 # ------------------------------------------------------------------ small helpers
-def log(msg: str) -> None:
-    rank = os.environ.get("RANK")
-    tag = f" rank {rank}" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
-    print(f"[{time.strftime('%H:%M:%S')}{tag}] {msg}", flush=True)
-
-
 def gib(kib: float) -> float:
     """``ru_maxrss`` (KiB on Linux) in GiB."""
     return round(kib / 2 ** 20, 3)
@@ -95,8 +90,7 @@ def gib(kib: float) -> float:
 
 def peak_rss() -> Dict[str, float]:
     """Peak RSS of this process and of the largest child it has waited for, GiB."""
-    return {"self_gib": gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-            "children_gib": gib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}
+    return {"self_gib": round(peak_rss_gib("self"), 3), "children_gib": round(peak_rss_gib("children"), 3)}
 
 
 def file_gib(path: Path) -> float:
