@@ -673,7 +673,8 @@ def result_section(res: Dict, cfg: Dict) -> List[str]:
             + "; ".join(f"{c['test']}: trained on {c['learned']['train_images']} images x "
                         f"{c['learned']['train_texts']} captions, best epoch {c['learned']['best_epoch'] + 1}/{c['learned']['epochs_run']}, "
                         f"dev rSum {c['learned']['best_dev_rsum']:.2f}, fusion "
-                        f"i2t {c['learned']['fusion']['i2t']:g} / t2i {c['learned']['fusion']['t2i']:g}, "
+                        f"i2t {c['learned']['fusion']['i2t']:g} / t2i {c['learned']['fusion']['t2i']:g} "
+                        f"({c['learned']['fusion'].get('output', 'fused')} output), "
                         f"trained in {c['learned']['train_seconds']:.0f}s"
                         for c in res["cases"]) + "."]
     out += seed_lines(res) + multi_positive_lines(res) + tuning_lines(res)

@@ -73,12 +73,15 @@ def run_one(name: str, train, dev, seed: int, epochs: int) -> Dict[str, Any]:
 def summary(rows: List[Dict[str, Any]], command: str) -> str:
     lines = [f"Command: `{command}`", "",
              "Dev-split search (Flickr30K dev caption proxy; text-to-text, NOT image-text results). "
-             "rSum of the learned scores alone and with the dev-selected base fusion.", "",
-             "| combo | train | variant | seed | transductive | dev base | dev learned | dev learned + fusion "
-             "| best epoch | s |", "|---|---|---|---:|:---:|---:|---:|---:|---:|---:|"]
+             "rSum of the learned scores alone and with the dev-selected base fusion, both in the dev-selected "
+             "output mode (`fused`: the two directions mixed; `directions`: each on its own; rows before round 3 "
+             "had `fused` only).", "",
+             "| combo | train | variant | seed | transductive | output | dev base | dev learned | dev learned + fusion "
+             "| best epoch | s |", "|---|---|---|---:|:---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['combo']} | {r['train']} | {r['variant']} | {r['seed']} | "
-                     f"{'yes' if r['transductive'] else '-'} | {r['dev_base_rsum']:.2f} | "
+                     f"{'yes' if r['transductive'] else '-'} | {r['fusion'].get('output', 'fused')} | "
+                     f"{r['dev_base_rsum']:.2f} | "
                      f"{r['dev_learned_rsum']:.2f} | {r['dev_fused_rsum']:.2f} | {r['best_epoch'] + 1} | "
                      f"{r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
