@@ -31,6 +31,7 @@ all ranks agree. ``--resume`` continues an interrupted multi-process run.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple, Union
 
@@ -114,8 +115,17 @@ def init_from_env(device: Union[str, torch.device, None] = None, backend: Option
 
 
 def shutdown(context: DistributedContext) -> None:
-    """Leave the process group :func:`init_from_env` joined (nothing to do for one process)."""
+    """Leave the process group :func:`init_from_env` joined (nothing to do for one process).
+
+    On a normal exit every process first waits for the others: a gloo process
+    that tears the group down while another still talks to it can abort either of
+    them (``terminate called without an active exception``). Called while an
+    exception propagates (from a ``finally`` block), it leaves at once, since the
+    other processes may never arrive.
+    """
     if context.distributed and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
