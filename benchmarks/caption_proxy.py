@@ -40,7 +40,6 @@ import gc
 import json
 import math
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import FusionChoice, combine_any, direction_scores, rerank_scores, select_fusion_weights
 from pillargraph.train import FittedReranker, TrainConfig, fit_reranker
 
-from benchmarks.common import VARIANTS, log, peak_rss_gib, variant
+from benchmarks.common import VARIANTS, command_line, log, peak_rss_gib, variant
 
 ENCODERS = ("minilm", "tfidf")
 DEFAULT_EPOCHS = 3
@@ -855,8 +854,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as err:
         p.error(str(err))
     all_methods = list(available_rerankers())
-    command = "python " + " ".join(shlex.quote(a) for a in
-                                   ["benchmarks/caption_proxy.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks/caption_proxy.py", argv)
     device = args.device or "cpu"
     t_start = time.perf_counter()
     config = {"combos": [f"{c}:{i}" for c, i in combos], "protocols": protocols, "epochs": args.epochs,

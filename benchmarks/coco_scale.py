@@ -72,7 +72,7 @@ from pillargraph.rerank import evaluate_any, model_builder, rerank
 from pillargraph.train import Trainer, model_from_checkpoint
 from pillargraph.train.distributed import DistributedTrainer, init_from_env, shutdown
 
-from benchmarks.common import log, peak_rss_gib
+from benchmarks.common import command_line, log, peak_rss_gib
 
 STAGES = ("embeddings", "lists", "graphs", "epoch", "rerank", "dist")
 #: MS-COCO Karpathy train (train2014 + restval): images, five captions each.
@@ -632,7 +632,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     paths.workdir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/coco_scale.py", *argv])
+    command = command_line("benchmarks/coco_scale.py", argv)
     ns = train_namespace(args, paths)
     builder, model, config = components(ns)
     payload: Dict[str, Any] = {

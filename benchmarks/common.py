@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
+import sys
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
 from pillargraph.graphs import IMAGE, TEXT, GraphBatch
 
-__all__ = ["log", "peak_rss_gib", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
+__all__ = ["log", "peak_rss_gib", "command_line", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
 
 
 def log(msg: str) -> None:
@@ -29,6 +31,13 @@ def peak_rss_gib(who: str = "self") -> float:
     if who not in scope:
         raise ValueError(f"who: expected 'self' or 'children', got {who!r}")
     return resource.getrusage(scope[who]).ru_maxrss / 2 ** 20
+
+
+def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
+    """The shell-quoted command that ran ``script`` (``'benchmarks/NAME.py'``) with ``argv`` (default: this
+    process's arguments), as results files record it."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return "python " + " ".join(shlex.quote(a) for a in [script, *args])
 
 
 def random_graph_batch(direction: str, b: int, k: int, f: int, density: float = 0.3,

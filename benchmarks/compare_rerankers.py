@@ -20,7 +20,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,8 @@ from pathlib import Path
 from pillargraph.baselines import QueryBank
 from pillargraph.compare import compare
 from pillargraph.data.synthetic import synthetic_splits
+
+from benchmarks.common import command_line
 
 
 def learned_rows(args, train, dev, test):
@@ -81,8 +82,7 @@ def main(argv=None) -> int:
     report = compare(test, methods=args.methods, bank=bank, device=args.device, extra=extra,
                      extra_needs=extra_needs)
     total = time.perf_counter() - t0
-    report.command = "python " + " ".join(shlex.quote(a) for a in
-                                          ["benchmarks/compare_rerankers.py", *sys.argv[1:]])
+    report.command = command_line("benchmarks/compare_rerankers.py")
     report.config["data"] = {"generator": "pillargraph.data.synthetic.synthetic_splits",
                              "num_train_images": args.train, "num_dev_images": args.dev,
                              "num_test_images": args.test, "captions_per_image": 5,

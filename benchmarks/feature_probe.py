@@ -26,7 +26,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from pillargraph.metrics import evaluate
 from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import OUTPUTS, combine_any, evaluate_any, rerank_scores, select_fusion_weights
 
-from benchmarks.common import log, peak_rss_gib, variant
+from benchmarks.common import command_line, log, peak_rss_gib, variant
 
 
 class FeatureProbe(torch.nn.Module):
@@ -134,8 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default="benchmarks/results/feature_probe")
     args = p.parse_args(argv)
     variant(args.variant)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/feature_probe.py",
-                                                             *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks/feature_probe.py", argv)
     payload = {"command": command, "config": vars(args), "result": run(args)}
     out = Path(args.out)
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")

@@ -25,7 +25,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
 from pillargraph.train import TrainConfig, fit_reranker
 
-from benchmarks.common import log, peak_rss_gib, variant
+from benchmarks.common import command_line, log, peak_rss_gib, variant
 
 
 def load(combo: str, train_images: int, episode_images: int, lists_k: int):
@@ -101,8 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     for name in names:
         variant(name)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/learned_search.py",
-                                                             *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks/learned_search.py", argv)
     out = Path(args.out)
     train, dev = load(args.combo, args.train_images, args.episode_images, args.lists_k)
     train_label = (f"{args.train_images} img, episodes of {args.episode_images}" if args.episode_images
