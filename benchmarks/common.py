@@ -12,9 +12,10 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
+from pillargraph.data import caption_proxy_embeddings
 from pillargraph.graphs import IMAGE, TEXT, GraphBatch
 
-__all__ = ["log", "peak_rss_gib", "command_line", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
+__all__ = ["log", "peak_rss_gib", "command_line", "proxy_train_dev", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
 
 
 def log(msg: str) -> None:
@@ -38,6 +39,22 @@ def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
     process's arguments), as results files record it."""
     args = sys.argv[1:] if argv is None else list(argv)
     return "python " + " ".join(shlex.quote(a) for a in [script, *args])
+
+
+def proxy_train_dev(combo: str, train_images: int, episode_images: int, lists_k: int = 100):
+    """The Flickr30K-train caption proxy cut to its first ``train_images`` images, as dense episodes of
+    ``episode_images`` images (``0``: one split of top-``lists_k`` neighbour lists), and the Flickr30K dev
+    bundle, both for ``combo`` (``'CROSS:INTRA'`` encoders)."""
+    cross, intra = combo.split(":")
+    t0 = time.perf_counter()
+    emb = caption_proxy_embeddings("f30k_train", cross, intra)
+    if train_images < emb.num_images:
+        emb = emb.subset(torch.arange(train_images))
+    train = emb.episodes(episode_images) if episode_images else emb.lists(lists_k)
+    dev = caption_proxy_embeddings("f30k_dev", cross, intra).bundle()
+    log(f"data {combo}: train {train!r}, dev {dev.num_images}x{dev.num_texts}, "
+        f"{time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_gib():.1f} GiB")
+    return train, dev
 
 
 def random_graph_batch(direction: str, b: int, k: int, f: int, density: float = 0.3,

@@ -36,7 +36,6 @@ if __package__ in (None, ""):
 
 import torch
 
-from pillargraph.data import caption_proxy_embeddings
 from pillargraph.graphs import GraphBatch, PillarGraphBuilder
 from pillargraph.io import atomic_write_text
 from pillargraph.losses import contrastive_loss
@@ -44,7 +43,7 @@ from pillargraph.metrics import evaluate
 from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import OUTPUTS, combine_any, evaluate_any, rerank_scores, select_fusion_weights
 
-from benchmarks.common import command_line, log, peak_rss_gib, variant
+from benchmarks.common import command_line, log, peak_rss_gib, proxy_train_dev, variant
 
 
 class FeatureProbe(torch.nn.Module):
@@ -77,15 +76,12 @@ def fit_probe(probe: FeatureProbe, graphs: Dict[str, GraphBatch], steps: int, lr
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    cross, intra = args.combo.split(":")
     settings = variant(args.variant)["builder"]
     builder = PillarGraphBuilder(**settings)
     if not builder.num_extra_features:
         raise SystemExit(f"feature_probe: variant {args.variant!r} has no extra node features to probe")
+    train, dev = proxy_train_dev(args.combo, args.train_images, args.episode_images)
     t0 = time.perf_counter()
-    emb = caption_proxy_embeddings("f30k_train", cross, intra)
-    train = emb.subset(torch.arange(min(args.train_images, emb.num_images))).episodes(args.episode_images)
-    dev = caption_proxy_embeddings("f30k_dev", cross, intra).bundle()
     train_graphs = {d: builder.build(train, d).graphs for d in DIRECTIONS}
     dev_graphs = {d: builder.build(dev, d) for d in DIRECTIONS}
     graphs_s = time.perf_counter() - t0
@@ -124,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--combo", default="minilm:minilm")
     p.add_argument("--variant", default="prior_k32")
     p.add_argument("--train-images", type=int, default=3000)
-    p.add_argument("--episode-images", type=int, default=1000)
+    p.add_argument("--episode-images", type=int, default=1000, help="0: one split of neighbour lists")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--tau", type=float, default=1.0)

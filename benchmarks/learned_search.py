@@ -26,34 +26,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
-from pillargraph.data import caption_proxy_embeddings
 from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
 from pillargraph.train import TrainConfig, fit_reranker
 
-from benchmarks.common import command_line, log, peak_rss_gib, variant
-
-
-def load(combo: str, train_images: int, episode_images: int, lists_k: int):
-    cross, intra = combo.split(":")
-    t0 = time.perf_counter()
-    emb = caption_proxy_embeddings("f30k_train", cross, intra)
-    if train_images < emb.num_images:
-        emb = emb.subset(torch.arange(train_images))
-    train = emb.episodes(episode_images) if episode_images else emb.lists(lists_k)
-    dev = caption_proxy_embeddings("f30k_dev", cross, intra).bundle()
-    log(f"data {combo}: train {train!r}, dev {dev.num_images}x{dev.num_texts}, "
-        f"{time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_gib():.1f} GiB")
-    return train, dev
+from benchmarks.common import command_line, log, peak_rss_gib, proxy_train_dev, variant
 
 
 def run_one(name: str, train, dev, seed: int, epochs: int) -> Dict[str, Any]:
@@ -102,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         variant(name)
     command = command_line("benchmarks/learned_search.py", argv)
     out = Path(args.out)
-    train, dev = load(args.combo, args.train_images, args.episode_images, args.lists_k)
+    train, dev = proxy_train_dev(args.combo, args.train_images, args.episode_images, args.lists_k)
     train_label = (f"{args.train_images} img, episodes of {args.episode_images}" if args.episode_images
                    else f"{args.train_images} img, lists k={args.lists_k}")
     jsonl = out.with_suffix(".jsonl")
