@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         scored = rerank_scores(probe, dev, builder, dev_graphs)
         alone = {o: evaluate_any(combine_any(dev, scored, 1.0, 1.0, o))["rsum"] for o in OUTPUTS}
         fusion = select_fusion_weights(probe, dev, builder, output=OUTPUTS, scored=scored)
-    weights = ({d: [round(float(w), 3) for w in probe.heads[d].weight.view(-1)] for d in DIRECTIONS}
+    weights = ({d: [round(float(w), 3) for w in probe.heads[d].weight.detach().view(-1)] for d in DIRECTIONS}
                if not args.hidden else None)
     return {"builder": builder.config, "extra_columns": builder.num_extra_features, "final_loss": loss,
             "dev_base_rsum": evaluate(dev)["rsum"], "dev_probe_rsum": alone, "fusion": fusion.as_dict(),
