@@ -199,20 +199,22 @@ def _finish(b_i2t: Tensor, b_t2i: Tensor, scored: Scored, a: Tensor, b: Tensor, 
     return _project(b_i2t, scored["i2t"][0].graphs, f), _project(b_t2i, scored["t2i"][0].graphs, f.T)
 
 
-def _dense_fusion_table(dev: SimilarityBundle, scored: Scored, grid: Sequence[float],
-                        output: str) -> Dict[Tuple[float, float], float]:
-    """dev rSum of every weight pair, each direction's write-back computed once per weight."""
+def _dense_fusion_tables(dev: SimilarityBundle, scored: Scored, grid: Sequence[float],
+                         outputs: Sequence[str]) -> Dict[str, Dict[Tuple[float, float], float]]:
+    """dev rSum of every weight pair in every output mode; each direction's write-back is computed once
+    per weight and shared by the modes."""
     base = dev.to("cpu")
     b_i2t, b_t2i = base.sim_i2t, base.t2i_scores.contiguous()
-    a = {w: write_back(b_i2t, scored["i2t"][0].graphs, scored["i2t"][1], w) if output != "t2i" else b_i2t
-         for w in grid}
-    b = {w: write_back(b_t2i, scored["t2i"][0].graphs, scored["t2i"][1], w) if output != "i2t" else b_t2i
-         for w in grid}
-    table = {}
-    for wi, wt in itertools.product(grid, grid):
-        x, y = _finish(b_i2t, b_t2i, scored, a[wi], b[wt], output)
-        table[(wi, wt)] = evaluate(x, base.txt2img, sim_t2i=y)["rsum"]
-    return table
+    rows = any(o != "t2i" for o in outputs)  # some mode re-ranks the i2t rows
+    cols = any(o != "i2t" for o in outputs)  # some mode re-ranks the t2i columns
+    a = {w: write_back(b_i2t, scored["i2t"][0].graphs, scored["i2t"][1], w) for w in grid} if rows else {}
+    b = {w: write_back(b_t2i, scored["t2i"][0].graphs, scored["t2i"][1], w) for w in grid} if cols else {}
+    tables: Dict[str, Dict[Tuple[float, float], float]] = {o: {} for o in outputs}
+    for o in outputs:
+        for wi, wt in itertools.product(grid, grid):
+            x, y = _finish(b_i2t, b_t2i, scored, b_i2t if o == "t2i" else a[wi], b_t2i if o == "i2t" else b[wt], o)
+            tables[o][(wi, wt)] = evaluate(x, base.txt2img, sim_t2i=y)["rsum"]
+    return tables
 
 
 # ------------------------------------------------------------------ neighbour lists
@@ -426,13 +428,6 @@ def check_outputs(output: Union[str, Sequence[str]], name: str = "output") -> Tu
     return tuple(dict.fromkeys(outputs))
 
 
-def _fusion_table(dev: Split, scored: Scored, grid: Sequence[float], output: str) -> Dict[Tuple[float, float], float]:
-    if isinstance(dev, SimilarityBundle):
-        return _dense_fusion_table(dev, scored, grid, output)
-    return {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, output))["rsum"]
-            for wi, wt in itertools.product(grid, grid)}
-
-
 def select_fusion_weights(model: torch.nn.Module, dev: Split,
                           builder: Optional[PillarGraphBuilder] = None,
                           grid: Sequence[float] = DEFAULT_FUSION_GRID,
@@ -457,7 +452,11 @@ def select_fusion_weights(model: torch.nn.Module, dev: Split,
     grid = sorted(set(float(w) for w in grid) | {0.0})
     if scored is None:
         scored = rerank_scores(model, dev, builder, graphs, batch_size, device)
-    tables = {o: _fusion_table(dev, scored, grid, o) for o in outputs}
+    if isinstance(dev, SimilarityBundle):
+        tables = _dense_fusion_tables(dev, scored, grid, outputs)
+    else:
+        tables = {o: {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, o))["rsum"]
+                      for wi, wt in itertools.product(grid, grid)} for o in outputs}
     best = {o: max(t, key=lambda k: (round(t[k], 6), -k[0] - k[1])) for o, t in tables.items()}
     chosen = max(outputs, key=lambda o: (round(tables[o][best[o]], 6), -outputs.index(o)))
     table, (wi, wt) = tables[chosen], best[chosen]
