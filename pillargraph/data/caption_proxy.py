@@ -44,7 +44,7 @@ from torch import Tensor
 from ..bundle import SimilarityBundle
 from .captions import CAPTIONS_PER_IMAGE, CaptionSplit, encode_caption_split, load_caption_split
 from .embedding_cache import Embeddings
-from .episodes import EpisodicSimilarity
+from .episodes import EpisodicSimilarity, episode_partition, episode_texts
 from .neighbors import NeighborLists
 from .text_encoders import MiniLMEncoder, TextEncoder, TfidfEncoder, resolve_text_encoder
 
@@ -164,12 +164,14 @@ class ProxyEmbeddings:
 
     def lists(self, k: Union[int, Dict[str, int]] = 100, *, backend: str = "auto",
               chunk_size: Optional[int] = None, device: Union[str, torch.device, None] = None,
-              progress: bool = False) -> NeighborLists:
+              progress: bool = False, episodes: Optional[Sequence[Tensor]] = None) -> NeighborLists:
         """Top-``k`` neighbour lists of all four kinds, never a dense matrix.
 
         Dense embeddings are kept for exact pair similarities; sparse (raw TF-IDF)
         ones are not, so their kind's pairs are answered from the lists (see
-        :meth:`~pillargraph.data.NeighborLists.gather`).
+        :meth:`~pillargraph.data.NeighborLists.gather`). With ``episodes`` (e.g.
+        :func:`~pillargraph.data.episodes.episode_partition`), each row is searched
+        within its episode only.
 
         Raises:
             ValueError: the split has no intra-modal embeddings.
@@ -179,7 +181,16 @@ class ProxyEmbeddings:
                              "need i2i and t2t lists")
         return NeighborLists.from_embeddings(self.img, self.txt, self.txt2img, k, self.img_intra,
                                              self.txt_intra, backend=backend, chunk_size=chunk_size,
-                                             device=device, progress=progress)
+                                             device=device, progress=progress, episodes=episodes)
+
+    def episodic(self, sizes: Union[int, Sequence[int]], seed: int = 0,
+                 device: Union[str, torch.device] = "cpu") -> EpisodicSimilarity:
+        """Every image in the dense episodes of :func:`~pillargraph.data.episodes.episode_partition`,
+        with the split's own ids: what ``EpisodicSimilarity.from_bundle(self.bundle(), sizes, seed)``
+        gives, without ever making the whole split's dense matrices."""
+        parts = episode_partition(self.num_images, sizes, seed)
+        texts = [episode_texts(self.txt2img, p) for p in parts]
+        return EpisodicSimilarity([self.subset(p).bundle(device) for p in parts], image_ids=parts, text_ids=texts)
 
     def episodes(self, images_per_episode: int, device: Union[str, torch.device] = "cpu",
                  seed: Optional[int] = None) -> EpisodicSimilarity:

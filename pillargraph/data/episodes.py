@@ -1,4 +1,4 @@
-r"""A training split made of independent, equally sized episodes.
+r"""A training split made of independent episodes, each a retrieval problem of a test gallery's size.
 
 A re-ranker trained on a 29,000-image split but applied to a 1,000-image test
 gallery sees neighbourhoods of another density: the top-32 neighbours of an
@@ -6,18 +6,23 @@ item among 29,000 are much closer than among 1,000, and every rank (where a
 candidate stands, where the query stands in a candidate's own list) is on
 another scale. Cutting the training split into episodes of the test gallery's
 size removes that shift: each episode is a dense retrieval problem of its own,
-and its items only ever neighbour items of the same episode.
+and its items only ever neighbour items of the same episode. Episodes of
+*mixed* sizes (e.g. 1,000 and 5,000 images) show the model several densities,
+so that it re-ranks galleries of other sizes too.
 
-:class:`EpisodicSimilarity` stacks the episodes and answers the
-:class:`~pillargraph.data.SimilaritySource` questions (top-k lists, pair
-similarities) with global ids, so the graph builder, the trainer and the
-mirrored lists of the alignment loss work on it unchanged. Image ``i`` of
-episode ``e`` has global id ``e * n + i`` (``n`` images per episode), caption
-``j`` has ``e * m + j``.
+:func:`episode_partition` cuts a split's images into episodes (a seeded
+shuffle, so a split sorted by class or by source is mixed); every caption goes
+with its image. :class:`EpisodicSimilarity` holds the episodes' dense matrices
+and answers the :class:`~pillargraph.data.SimilaritySource` questions (top-k
+lists, pair similarities) with the split's own ids, so the graph builder, the
+trainer and the mirrored lists of the alignment loss work on it unchanged.
+Neighbour lists searched within the same episodes
+(:meth:`~pillargraph.data.NeighborLists.from_embeddings` with ``episodes=``)
+are the form of an episodic split too large for dense episodes.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -25,61 +30,190 @@ from torch import Tensor
 from ..bundle import SimilarityBundle
 from .source import check_kind
 
-__all__ = ["EpisodicSimilarity"]
+__all__ = ["EpisodicSimilarity", "episode_partition", "check_episode_sizes", "episode_texts",
+           "episode_sizes_label"]
 
 # Rows ranked per torch.topk call (bounds the [rows, gallery] temporary).
 _TOPK_CHUNK = 4096
 
 
-class EpisodicSimilarity:
-    """Equally sized dense episodes seen as one split (a :class:`~pillargraph.data.SimilaritySource`).
+def check_episode_sizes(sizes: Union[int, Sequence[int]], name: str = "episode_images") -> Tuple[int, ...]:
+    """Episode sizes as a tuple of ints >= 2, or :class:`ValueError` naming ``name``."""
+    sizes = tuple(sizes) if isinstance(sizes, (tuple, list)) else (sizes,)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in sizes):
+        raise ValueError(f"{name}: expected one or more image counts of at least 2, got {list(sizes)}")
+    return sizes
+
+
+def episode_sizes_label(sizes: Sequence[int]) -> str:
+    """``(1000, 5000)`` -> ``'1000,5000'``: how the CLI and results files write episode sizes."""
+    return ",".join(str(int(s)) for s in sizes)
+
+
+def episode_partition(num_images: int, sizes: Union[int, Sequence[int]], seed: int = 0) -> List[Tensor]:
+    """The images of a split cut into episodes: sorted id tensors, one per episode.
+
+    The images are shuffled with ``seed`` and cut into consecutive pieces whose
+    sizes cycle through ``sizes`` (``(1000, 5000)``: 1000, 5000, 1000, ...).
+    Images left over when the next piece would not fit go to a last episode
+    when at least ``min(sizes)`` remain, and are otherwise added to the last
+    episode cut, so every image belongs to exactly one episode.
 
     Args:
-        bundles (sequence of SimilarityBundle): the episodes, each with the same
-            number of images ``n`` and captions ``m``, and with ``sim_i2i`` and
-            ``sim_t2t`` present in all or none of them.
+        num_images: images ``N`` of the split.
+        sizes: images per episode, one size or several (cycled).
+        seed: seeds the shuffle (default: :obj:`0`); the same arguments always
+            give the same episodes, whichever code path asks.
 
     Raises:
-        ValueError: no episodes, episodes of different sizes or devices, or intra
-            matrices present in some episodes only.
+        ValueError: a size below 2, or ``N`` smaller than the smallest size.
+    """
+    sizes = check_episode_sizes(sizes)
+    if num_images < min(sizes):
+        raise ValueError(f"episode_images: {num_images} images cannot fill an episode of {min(sizes)}")
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(int(seed)))
+    cuts, start, i = [], 0, 0
+    while num_images - start >= sizes[i % len(sizes)]:
+        cuts.append((start, start + sizes[i % len(sizes)]))
+        start, i = start + sizes[i % len(sizes)], i + 1
+    rest = num_images - start
+    if rest >= min(sizes) or not cuts:
+        cuts.append((start, num_images))
+    elif rest:
+        cuts[-1] = (cuts[-1][0], num_images)
+    return [torch.sort(order[a:b]).values for a, b in cuts]
+
+
+def episode_texts(txt2img: Tensor, images: Tensor) -> Tensor:
+    """The sorted ids of the captions of ``images`` (every caption goes with its image)."""
+    images = images.to(txt2img.device)
+    size = max(int(txt2img.max()) if txt2img.numel() else -1, int(images.max()) if images.numel() else -1) + 1
+    member = torch.zeros(size, dtype=torch.bool, device=txt2img.device)
+    member[images] = True
+    return member[txt2img].nonzero().flatten()
+
+
+class _Group:
+    """Episodes of one shape stacked: ``mats[kind]`` :obj:`[E_g, rows, cols]`, each episode's global ids."""
+
+    def __init__(self, bundles: List[SimilarityBundle], img_ids: List[Tensor], txt_ids: List[Tensor]) -> None:
+        self.mats: Dict[str, Tensor] = {"i2t": torch.stack([b.sim_i2t for b in bundles])}
+        for kind, field in (("i2i", "sim_i2i"), ("t2t", "sim_t2t")):
+            if getattr(bundles[0], field) is not None:
+                self.mats[kind] = torch.stack([getattr(b, field) for b in bundles])
+        self.ids = {"i": torch.stack(img_ids), "t": torch.stack(txt_ids)}
+
+    def matrix(self, kind: str) -> Tensor:
+        """``[E_g, rows, cols]`` scores of ``kind`` (``t2i`` is a transposed view)."""
+        return self.mats["i2t"].transpose(1, 2) if kind == "t2i" else self.mats[kind]
+
+
+class EpisodicSimilarity:
+    """Dense episodes seen as one split (a :class:`~pillargraph.data.SimilaritySource`).
+
+    Episodes may differ in size. Items keep global ids: by default image ``i``
+    of episode ``e`` is ``offset_e + i`` (episodes laid end to end); with
+    ``image_ids`` / ``text_ids`` (what :meth:`from_bundle` passes) they are the
+    ids of the split the episodes were cut from.
+
+    Args:
+        bundles (sequence of SimilarityBundle): the episodes, with ``sim_i2i``
+            and ``sim_t2t`` present in all or none of them.
+        image_ids (sequence of Tensor, optional): global id of each episode's
+            images, in the episode's order (together they cover ``0..N-1`` once).
+        text_ids (sequence of Tensor, optional): the same for captions.
+
+    Raises:
+        ValueError: no episodes, episodes on different devices, intra matrices
+            present in some episodes only, or ids that do not fit the episodes.
     """
 
-    def __init__(self, bundles: Sequence[SimilarityBundle]) -> None:
+    def __init__(self, bundles: Sequence[SimilarityBundle], image_ids: Optional[Sequence[Tensor]] = None,
+                 text_ids: Optional[Sequence[Tensor]] = None) -> None:
         bundles = list(bundles)
         if not bundles or not all(isinstance(b, SimilarityBundle) for b in bundles):
             raise ValueError("bundles: expected a non-empty sequence of SimilarityBundle episodes")
-        n, m = bundles[0].num_images, bundles[0].num_texts
         for e, b in enumerate(bundles):
-            if (b.num_images, b.num_texts) != (n, m):
-                raise ValueError(f"bundles: episode {e} has {b.num_images} images x {b.num_texts} captions, "
-                                 f"episode 0 has {n} x {m}; episodes must be equally sized")
             if b.device != bundles[0].device:
                 raise ValueError(f"bundles: episode {e} is on {b.device}, episode 0 on {bundles[0].device}")
-        self._n, self._m, self._e = n, m, len(bundles)
-        self._mats = {"i2t": torch.stack([b.sim_i2t for b in bundles])}
-        for kind, field in (("i2i", "sim_i2i"), ("t2t", "sim_t2t")):
+        for field in ("sim_i2i", "sim_t2t"):
             present = [getattr(b, field) is not None for b in bundles]
             if any(present) and not all(present):
                 raise ValueError(f"bundles: {field} is present in {sum(present)} of {len(bundles)} episodes; "
                                  f"give it in all or none")
-            if all(present):
-                self._mats[kind] = torch.stack([getattr(b, field) for b in bundles])
-        offsets = torch.arange(self._e, device=bundles[0].device) * n
-        self._txt2img = torch.cat([b.txt2img + offsets[e] for e, b in enumerate(bundles)])
+        self._bundles = bundles
+        dev = bundles[0].device
+        img_ids = self._ids(image_ids, [b.num_images for b in bundles], "image_ids", dev)
+        txt_ids = self._ids(text_ids, [b.num_texts for b in bundles], "text_ids", dev)
+        self._n, self._m = sum(b.num_images for b in bundles), sum(b.num_texts for b in bundles)
+        # where each global item lives: (episode, local position)
+        self._where = {"i": self._locate(img_ids, self._n, "image_ids"), "t": self._locate(txt_ids, self._m, "text_ids")}
+        self._txt2img = torch.empty(self._m, dtype=torch.long, device=dev)
+        for b, ti, ii in zip(bundles, txt_ids, img_ids):
+            self._txt2img[ti] = ii[b.txt2img]
+        shapes: Dict[Tuple[int, int], List[int]] = {}
+        for e, b in enumerate(bundles):
+            shapes.setdefault((b.num_images, b.num_texts), []).append(e)
+        self._groups = [_Group([bundles[e] for e in eps], [img_ids[e] for e in eps], [txt_ids[e] for e in eps])
+                        for eps in shapes.values()]
+        self._group_of = torch.empty(len(bundles), dtype=torch.long, device=dev)
+        self._slot = torch.empty(len(bundles), dtype=torch.long, device=dev)
+        for g, eps in enumerate(shapes.values()):
+            self._group_of[eps] = g
+            self._slot[eps] = torch.arange(len(eps), device=dev)
+
+    @staticmethod
+    def _ids(given: Optional[Sequence[Tensor]], counts: List[int], name: str, dev: torch.device) -> List[Tensor]:
+        if given is None:
+            start = torch.tensor([0] + counts).cumsum(0).tolist()
+            return [torch.arange(start[e], start[e] + c, device=dev) for e, c in enumerate(counts)]
+        given = [torch.as_tensor(t, dtype=torch.long).to(dev).view(-1) for t in given]
+        if len(given) != len(counts) or any(t.numel() != c for t, c in zip(given, counts)):
+            raise ValueError(f"{name}: expected one id tensor per episode with the episode's item count")
+        return given
+
+    @staticmethod
+    def _locate(ids: List[Tensor], total: int, name: str) -> Tuple[Tensor, Tensor]:
+        flat = torch.cat(ids)
+        if flat.numel() != total or int(flat.min()) < 0 or int(flat.max()) >= total or \
+                torch.unique(flat).numel() != total:
+            raise ValueError(f"{name}: the episodes' ids must cover 0..{total - 1} exactly once")
+        episode = torch.cat([torch.full_like(t, e) for e, t in enumerate(ids)])
+        local = torch.cat([torch.arange(t.numel(), device=t.device) for t in ids])
+        ep, loc = torch.empty_like(flat), torch.empty_like(flat)
+        ep[flat], loc[flat] = episode, local
+        return ep, loc
+
+    @classmethod
+    def from_bundle(cls, bundle: SimilarityBundle, sizes: Union[int, Sequence[int]],
+                    seed: int = 0) -> "EpisodicSimilarity":
+        """``bundle`` cut into the episodes of :func:`episode_partition` (ids stay the bundle's).
+
+        Raises:
+            ValueError: as :func:`episode_partition`.
+        """
+        parts = episode_partition(bundle.num_images, sizes, seed)
+        texts = [episode_texts(bundle.txt2img, p) for p in parts]
+        return cls([bundle.subset(p) for p in parts], image_ids=parts, text_ids=texts)
 
     # -------------------------------------------------------------- properties
     @property
     def num_episodes(self) -> int:
         """Number of episodes ``E``."""
-        return self._e
+        return len(self._bundles)
+
+    @property
+    def episode_sizes(self) -> List[int]:
+        """Images of each episode."""
+        return [b.num_images for b in self._bundles]
 
     @property
     def num_images(self) -> int:
-        return self._e * self._n
+        return self._n
 
     @property
     def num_texts(self) -> int:
-        return self._e * self._m
+        return self._m
 
     @property
     def txt2img(self) -> Tensor:
@@ -91,46 +225,47 @@ class EpisodicSimilarity:
 
     def episode(self, e: int) -> SimilarityBundle:
         """Episode ``e`` as a bundle (local ids)."""
-        if not 0 <= e < self._e:
-            raise ValueError(f"e: expected an episode in [0, {self._e}), got {e}")
-        fields = dict(sim_i2t=self._mats["i2t"][e], txt2img=self._txt2img[e * self._m:(e + 1) * self._m] - e * self._n)
-        for kind, field in (("i2i", "sim_i2i"), ("t2t", "sim_t2t")):
-            if kind in self._mats:
-                fields[field] = self._mats[kind][e]
-        return SimilarityBundle(**fields)
+        if not 0 <= e < self.num_episodes:
+            raise ValueError(f"e: expected an episode in [0, {self.num_episodes}), got {e}")
+        return self._bundles[e]
+
+    def episode_ids(self, e: int) -> Tuple[Tensor, Tensor]:
+        """Global ``(image ids, caption ids)`` of episode ``e``'s items, in the episode's order."""
+        g = self._groups[int(self._group_of[e])]
+        s = int(self._slot[e])
+        return g.ids["i"][s], g.ids["t"][s]
 
     # ------------------------------------------------------------- the source
-    def _matrix(self, kind: str) -> Tuple[Tensor, int, int]:
-        """``([E, rows, cols] scores, rows, cols)`` of ``kind`` (``t2i`` is a transposed view)."""
+    def _check(self, kind: str) -> None:
         check_kind(kind)
-        if kind == "t2i":
-            return self._mats["i2t"].transpose(1, 2), self._m, self._n
-        if kind not in self._mats:
+        if kind in ("i2i", "t2t") and kind not in self._groups[0].mats:
             field = "sim_i2i" if kind == "i2i" else "sim_t2t"
             raise ValueError(f"{field}: the episodes have no {field} matrix, which {kind} neighbours need")
-        rows = self._n if kind in ("i2t", "i2i") else self._m
-        cols = self._m if kind in ("i2t", "t2t") else self._n
-        return self._mats[kind], rows, cols
 
     def topk(self, kind: str, k: int, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Top-``k`` columns of each row within the row's episode, as global ids."""
-        mat, nr, nc = self._matrix(kind)
-        if not 1 <= k <= nc:
-            raise ValueError(f"k: {k} neighbours asked for, but an episode's {kind} gallery has {nc} items")
-        if rows is None:
-            rows = torch.arange(self._e * nr, device=self.device)
-        rows = rows.to(self.device)
-        idx, val = [], []
-        for a in range(0, rows.numel(), _TOPK_CHUNK):
-            r = rows[a:a + _TOPK_CHUNK]
-            e = r // nr
-            v, i = torch.topk(mat[e, r % nr], k, dim=1)
-            idx.append(i + (e * nc)[:, None])
-            val.append(v)
-        if not idx:
-            return (torch.empty(0, k, dtype=torch.long, device=self.device),
-                    torch.empty(0, k, dtype=mat.dtype, device=self.device))
-        return torch.cat(idx), torch.cat(val)
+        self._check(kind)
+        smallest = min(g.matrix(kind).shape[2] for g in self._groups)
+        if not 1 <= k <= smallest:
+            raise ValueError(f"k: {k} neighbours asked for, but the smallest episode's {kind} gallery has "
+                             f"{smallest} items")
+        n_rows = self._n if kind[0] == "i" else self._m
+        rows = torch.arange(n_rows, device=self.device) if rows is None else rows.to(self.device).view(-1)
+        dtype = self._groups[0].mats["i2t"].dtype
+        idx = torch.empty(rows.numel(), k, dtype=torch.long, device=self.device)
+        val = torch.empty(rows.numel(), k, dtype=dtype, device=self.device)
+        ep, loc = (t[rows] for t in self._where[kind[0]])
+        group = self._group_of[ep]
+        for g, grp in enumerate(self._groups):
+            at = ((group == g).nonzero().flatten() if len(self._groups) > 1
+                  else torch.arange(rows.numel(), device=self.device))
+            mat, cols = grp.matrix(kind), grp.ids[kind[2]]
+            for a in range(0, at.numel(), _TOPK_CHUNK):
+                pos = at[a:a + _TOPK_CHUNK]
+                slot = self._slot[ep[pos]]
+                v, i = torch.topk(mat[slot, loc[pos]], k, dim=1)
+                idx[pos], val[pos] = cols[slot[:, None], i], v
+        return idx, val
 
     def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
         """Similarities of (row, column) pairs of the same episode.
@@ -138,17 +273,28 @@ class EpisodicSimilarity:
         Raises:
             ValueError: a pair spans two episodes (the split holds no score for it).
         """
-        mat, nr, nc = self._matrix(kind)
-        rows, cols = rows.to(self.device), cols.to(self.device)
-        er, ec = rows // nr, cols // nc
+        self._check(kind)
+        rows, cols = torch.broadcast_tensors(rows.to(self.device), cols.to(self.device))
+        er, lr = (t[rows] for t in self._where[kind[0]])
+        ec, lc = (t[cols] for t in self._where[kind[2]])
         if not bool((er == ec).all()):
             raise ValueError(f"rows, cols: {kind} pairs across episodes have no score in an episodic split")
-        return mat[er, rows % nr, cols % nc]
+        if len(self._groups) == 1:
+            return self._groups[0].matrix(kind)[self._slot[er], lr, lc]
+        out = torch.empty(rows.shape, dtype=self._groups[0].mats["i2t"].dtype, device=self.device)
+        group = self._group_of[er]
+        for g, grp in enumerate(self._groups):
+            m = group == g
+            out[m] = grp.matrix(kind)[self._slot[er[m]], lr[m], lc[m]]
+        return out
 
     def to(self, device: Union[str, torch.device]) -> "EpisodicSimilarity":
         """A copy with every episode on ``device``."""
-        return EpisodicSimilarity([self.episode(e).to(device) for e in range(self._e)])
+        ids = [self.episode_ids(e) for e in range(self.num_episodes)]
+        return EpisodicSimilarity([b.to(device) for b in self._bundles], [i for i, _ in ids], [t for _, t in ids])
 
     def __repr__(self) -> str:
-        return (f"EpisodicSimilarity(num_episodes={self._e}, images_per_episode={self._n}, "
-                f"texts_per_episode={self._m}, intra={sorted(k for k in self._mats if k != 'i2t')})")
+        sizes = sorted(set(self.episode_sizes))
+        intra = sorted(k for k in self._groups[0].mats if k != "i2t")
+        return (f"EpisodicSimilarity(num_episodes={self.num_episodes}, images={self._n}, texts={self._m}, "
+                f"episode_images={episode_sizes_label(sizes)}, intra={intra})")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import scipy.sparse
@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle, as_tensor
 from ..io import atomic_write, read_npz
+from .episodes import episode_texts
 from .source import KINDS, check_kind
 
 __all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS", "chunk_rows",
@@ -351,6 +352,40 @@ def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool,
     return index, score
 
 
+def _rows_of(x: Any, rows: Tensor) -> Any:
+    """Rows of a dense tensor or of a scipy sparse matrix."""
+    return x[rows.cpu().numpy()] if scipy.sparse.issparse(x) else x[rows.to(x.device)]
+
+
+def _episode_ids(episodes: Sequence[Tensor], num_images: int) -> Tensor:
+    """:obj:`[N]` episode of each image from the episodes' image ids (each image in exactly one)."""
+    ep = torch.full((num_images,), -1, dtype=torch.long)
+    for e, images in enumerate(episodes):
+        ep[torch.as_tensor(images, dtype=torch.long).cpu()] = e
+    if bool((ep < 0).any()) or sum(int(torch.as_tensor(p).numel()) for p in episodes) != num_images:
+        raise ValueError(f"episodes: expected every one of the {num_images} images in exactly one episode")
+    return ep
+
+
+def _episode_topk(q: Any, g: Any, kind: str, depth: int, episodes: Sequence[Tensor], txt2img: Tensor,
+                  opts: Dict[str, Any]) -> Tuple[Tensor, Tensor]:
+    """Top-``depth`` lists of ``kind`` searched within each episode, as global ids (depth capped at the
+    smallest episode's gallery)."""
+    parts = [torch.as_tensor(p, dtype=torch.long).cpu() for p in episodes]
+    ids = {"i": parts, "t": [episode_texts(txt2img.cpu(), p) for p in parts]}
+    rows, cols = ids[kind[0]], ids[kind[2]]
+    k = min(depth, min(c.numel() for c in cols))
+    index = score = None
+    for r, c in zip(rows, cols):
+        idx, val = topk_neighbors(_rows_of(q, r), _rows_of(g, c), k, **opts)
+        if index is None:
+            index = torch.empty(q.shape[0], k, dtype=torch.long, device=idx.device)
+            score = torch.empty(q.shape[0], k, dtype=val.dtype, device=val.device)
+        index[r.to(idx.device)] = c.to(idx.device)[idx]
+        score[r.to(idx.device)] = val
+    return index, score
+
+
 def topk_from_matrix(matrix: Any, k: int, chunk_size: Optional[int] = None, *,
                      exclude_self: bool = False, device: Device = None) -> Tuple[Tensor, Tensor]:
     """Top-``k`` columns of every row of a dense similarity matrix, in chunks of rows.
@@ -425,7 +460,7 @@ _INDEX_FIELDS = tuple(f"{kind}_index" for kind in KINDS)
 _SCORE_FIELDS = tuple(f"{kind}_score" for kind in KINDS)
 _EMB_FIELDS = ("img_emb", "txt_emb", "img_intra_emb", "txt_intra_emb")
 _FIELDS = ("txt2img",) + tuple(f for kind in KINDS for f in (f"{kind}_index", f"{kind}_score")) \
-    + _EMB_FIELDS + ("symmetric_intra",)
+    + _EMB_FIELDS + ("symmetric_intra", "image_episode")
 _TRANSPOSE = {"i2t": "t2i", "t2i": "i2t", "i2i": "i2i", "t2t": "t2t"}
 
 
@@ -464,6 +499,10 @@ class NeighborLists:
         symmetric_intra (bool, optional): the intra-modal similarities are
             symmetric, so ``gather`` may also look ``(a, b)`` up in ``b``'s list
             (default: :obj:`False`).
+        image_episode (Tensor, optional): :obj:`[N]` episode of each image, for lists
+            searched within episodes (:mod:`pillargraph.data.episodes`; a caption is
+            in its image's episode): every list then holds only items of its row's
+            episode (default: none, lists over the whole split).
 
     The depth ``k`` may differ between kinds. Intra lists include the row
     itself when it ranks among its top ``k`` (as dense :func:`torch.topk`
@@ -480,7 +519,7 @@ class NeighborLists:
                  i2i_index: Any = None, i2i_score: Any = None, t2t_index: Any = None,
                  t2t_score: Any = None, img_emb: Any = None, txt_emb: Any = None,
                  img_intra_emb: Any = None, txt_intra_emb: Any = None,
-                 symmetric_intra: bool = False) -> None:
+                 symmetric_intra: bool = False, image_episode: Any = None) -> None:
         t = as_tensor(txt2img, "txt2img")
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"txt2img: expected an integer dtype, got {t.dtype}")
@@ -531,6 +570,7 @@ class NeighborLists:
             if value is not None and value.device != device:
                 raise ValueError(f"{name}: on {value.device}, but the lists are on {device}")
         self.symmetric_intra = bool(symmetric_intra)
+        self._episode = None if image_episode is None else self._check_episodes(image_episode)
         self._keys: Dict[str, Tuple[Tensor, Tensor]] = {}
         self._unit: Dict[str, Tensor] = {}
 
@@ -570,6 +610,26 @@ class NeighborLists:
             raise ValueError(f"{fs}: on {val.device}, but {fi} is on {idx.device}")
         return idx, val
 
+    def _check_episodes(self, value: Any) -> Tensor:
+        """``image_episode`` as a long tensor; every stored list must stay inside its row's episode."""
+        ep = as_tensor(value, "image_episode")
+        if ep.is_floating_point() or ep.is_complex() or ep.dtype == torch.bool or ep.dim() != 1 \
+                or ep.numel() != self._n:
+            raise ValueError(f"image_episode: expected {self._n} integer episode ids, got {ep.dtype} "
+                             f"of shape {tuple(ep.shape)}")
+        ep = ep.long().to(self._txt2img.device)
+        if int(ep.min()) < 0:
+            raise ValueError("image_episode: episode ids must be non-negative")
+        of = {"i": ep, "t": ep[self._txt2img]}
+        for kind in KINDS:
+            if self._index[kind] is not None:
+                outside = of[kind[2]][self._index[kind]] != of[kind[0]][:, None]
+                if bool(outside.any()):
+                    row = int(outside.any(1).nonzero()[0])
+                    raise ValueError(f"image_episode: the {kind} list of row {row} holds items of another "
+                                     f"episode; episodic lists must be searched within each episode")
+        return ep
+
     @staticmethod
     def _check_emb(field: str, value: Any, rows: int) -> Tensor:
         e = _float_matrix(value, field)
@@ -597,6 +657,16 @@ class NeighborLists:
     def device(self) -> torch.device:
         """Device of the stored lists."""
         return self._index["i2t"].device
+
+    @property
+    def image_episode(self) -> Optional[Tensor]:
+        """:obj:`[N]` episode of each image for lists searched within episodes, else None."""
+        return self._episode
+
+    @property
+    def episode_sizes(self) -> Optional[List[int]]:
+        """Images of each episode (in episode-id order) for episodic lists, else None."""
+        return None if self._episode is None else torch.bincount(self._episode).tolist()
 
     @property
     def has_embeddings(self) -> bool:
@@ -749,7 +819,8 @@ class NeighborLists:
                         k: Union[int, Mapping[str, int]] = 100, img_intra_emb: Any = None,
                         txt_intra_emb: Any = None, *, keep_embeddings: bool = True,
                         chunk_size: Optional[int] = None, backend: str = "auto",
-                        device: Device = None, progress: bool = False) -> "NeighborLists":
+                        device: Device = None, progress: bool = False,
+                        episodes: Optional[Sequence[Tensor]] = None) -> "NeighborLists":
         """Neighbour lists of all four kinds by chunked cosine search.
 
         Cross-modal lists (``i2t``, ``t2i``) come from ``img_emb`` / ``txt_emb``.
@@ -772,6 +843,10 @@ class NeighborLists:
             keep_embeddings (bool, optional): keep the (dense) embeddings so that
                 :meth:`gather` is exact (default: :obj:`True`).
             chunk_size, backend, device, progress: as in :func:`topk_neighbors`.
+            episodes (sequence of Tensor, optional): image ids of each episode (e.g.
+                :func:`~pillargraph.data.episodes.episode_partition`): every row is
+                searched only against the items of its own episode, and ``k`` is
+                capped at the smallest episode's gallery (default: the whole split).
         """
         img, txt = _embedding_side(img_emb, "img_emb"), _embedding_side(txt_emb, "txt_emb")
         if img.shape[1] != txt.shape[1]:
@@ -785,9 +860,14 @@ class NeighborLists:
         depth = cls._depths(k)
         opts = dict(chunk_size=chunk_size, backend=backend, device=device, progress=progress)
         pairs = dict(i2t=(img, txt), t2i=(txt, img), i2i=(img_intra, img_intra), t2t=(txt_intra, txt_intra))
+        t = as_tensor(txt2img, "txt2img")
+        episode = None if episodes is None else _episode_ids(episodes, img.shape[0])
         lists: Dict[str, Tensor] = {}
         for kind, (q, g) in pairs.items():
-            idx, val = topk_neighbors(q, g, min(depth[kind], g.shape[0]), **opts)
+            if episodes is None:
+                idx, val = topk_neighbors(q, g, min(depth[kind], g.shape[0]), **opts)
+            else:
+                idx, val = _episode_topk(q, g, kind, depth[kind], episodes, t, opts)
             lists[f"{kind}_index"], lists[f"{kind}_score"] = idx, val
         dev = lists["i2t_index"].device
 
@@ -802,8 +882,8 @@ class NeighborLists:
             for side, name in ((img_intra, "img_intra_emb"), (txt_intra, "txt_intra_emb")):
                 if embs[name] is None and side is (img if name == "img_intra_emb" else txt):
                     embs[name] = kept(side)  # intra from the dense cross side: keep it as intra
-        t = as_tensor(txt2img, "txt2img")
-        return cls(txt2img=t.to(dev), symmetric_intra=True, **lists, **embs)
+        return cls(txt2img=t.to(dev), symmetric_intra=True, image_episode=None if episode is None else episode.to(dev),
+                   **lists, **embs)
 
     @classmethod
     def from_bundle(cls, bundle: SimilarityBundle, k: Union[int, Mapping[str, int]] = 100, *,
@@ -881,6 +961,7 @@ class NeighborLists:
             state[f"{kind}_index"], state[f"{kind}_score"] = self._index[kind], self._score[kind]
         state.update(self._emb)
         state["symmetric_intra"] = self.symmetric_intra
+        state["image_episode"] = self._episode
         return state
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
@@ -926,5 +1007,7 @@ class NeighborLists:
 
     def __repr__(self) -> str:
         kinds = ", ".join(f"{kind}={self.depth(kind)}" for kind in KINDS if self.has_kind(kind))
+        episodes = "" if self._episode is None else \
+            f", episode_images={','.join(str(s) for s in sorted(set(self.episode_sizes)))}"
         return (f"NeighborLists(num_images={self._n}, num_texts={self._m}, k=({kinds}), "
-                f"embeddings={self.has_embeddings})")
+                f"embeddings={self.has_embeddings}{episodes})")
