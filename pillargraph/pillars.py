@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .data.source import SimilaritySource
+from .data.source import SimilaritySource, gallery_size
 from .modality import IMAGE, TEXT, gallery_modality, kind_between, query_modality
 
 __all__ = ["ANCHORS", "Pillars", "select_pillars", "pillar_features", "check_anchor", "top_others"]
@@ -47,7 +47,7 @@ def check_anchor(anchor: str) -> str:
 
 
 def _size(source: SimilaritySource, node_type: int) -> int:
-    return source.num_images if node_type == IMAGE else source.num_texts
+    return gallery_size(source, "i2i" if node_type == IMAGE else "t2t")
 
 
 def top_others(source: SimilaritySource, kind: str, rows: Tensor, k: int,
@@ -67,7 +67,7 @@ def top_others(source: SimilaritySource, kind: str, rows: Tensor, k: int,
     """
     if kind not in ("i2i", "t2t"):
         raise ValueError(f"kind: expected 'i2i' or 't2t', got {kind!r}")
-    n = source.num_images if kind == "i2i" else source.num_texts
+    n = gallery_size(source, kind)
     others = k - 1 if include_self else k
     if k < 1 or others > n - 1:
         raise ValueError(f"k: {k} same-modal neighbours asked for ({others} besides the item itself), "

@@ -40,7 +40,7 @@ column and overtake captions inside the list.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -57,7 +57,8 @@ from .modality import DIRECTIONS
 __all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scores", "combine",
            "select_fusion_weights",
            "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored",
-           "direction_scores", "resolve_fusion", "model_builder", "DEFAULT_FUSION_OUTPUTS", "check_outputs"]
+           "direction_scores", "resolve_fusion", "model_builder", "DEFAULT_FUSION_OUTPUTS", "check_outputs",
+           "rerank_queries"]
 
 #: What :func:`rerank` can return (see the module docstring).
 OUTPUTS = ("fused", "directions", "i2t", "t2i")
@@ -384,6 +385,56 @@ def rerank(model: torch.nn.Module, bundle: Split,
     w_i2t, w_t2i, output = resolve_fusion(model, fusion, output)
     scored = rerank_scores(model, bundle, builder, graphs, batch_size, device)
     return combine_any(bundle, scored, w_i2t, w_t2i, output)
+
+
+def rerank_queries(model: torch.nn.Module, split: Split, direction: str, queries: Union[Tensor, Sequence[int]],
+                   builder: Optional[PillarGraphBuilder] = None, *,
+                   fusion: Union[float, Tuple[float, float], FusionChoice, None] = None,
+                   batch_size: int = 1024, device: Union[str, torch.device, None] = None) -> Tensor:
+    """Re-rank a few queries of one direction on their own, as an online service would.
+
+    Only the graphs of ``queries`` are built and scored, and each query's row
+    is written back with the direction's fusion weight. An inductive model
+    (:attr:`~pillargraph.graphs.PillarGraphBuilder.transductive` false) reads
+    one query's neighbourhood at a time, so every row equals that query's row
+    of :func:`rerank` with ``output='directions'`` (or the direction alone).
+
+    Args:
+        model: a trained re-ranker.
+        split: the split (the database the queries are scored against), a bundle
+            or neighbour lists.
+        direction: ``'i2t'`` (image queries) or ``'t2i'`` (caption queries).
+        queries: query ids of ``direction``.
+        builder: the graph builder (default: the model's own).
+        fusion: as in :func:`rerank` (default: the model's stored weights, else 1).
+        batch_size, device: as in :func:`rerank`.
+
+    Returns:
+        :obj:`[Q, G]` re-scored rows (dense bundles), ranking the gallery of ``direction``
+        for each query in ``queries``.
+
+    Raises:
+        ValueError: a transductive model (it reads all test queries at once), a stored
+            output that mixes the two directions (``'fused'``), or neighbour lists.
+    """
+    builder = builder if builder is not None else model_builder(model)
+    if builder.transductive:
+        raise ValueError("model: its node features read all test queries at once (transductive); re-rank the "
+                         "whole split with rerank()")
+    w_i2t, w_t2i, output = resolve_fusion(model, fusion)
+    if output == "fused":
+        raise ValueError("fusion: the 'fused' output mixes both directions' re-rankings, which reads other "
+                         "queries' graphs; use weights chosen for the 'directions' output")
+    if not isinstance(split, SimilarityBundle):
+        raise ValueError(f"split: expected a SimilarityBundle, got {type(split).__name__}")
+    graphs = builder.build(split, direction, queries)
+    learned = score_graphs(model, graphs, batch_size=batch_size, device=device)
+    base = (split.sim_i2t if direction == "i2t" else split.t2i_scores).to("cpu")
+    rows = graphs.graphs.query_index.to(base.device)
+    local = replace(graphs.graphs, query_index=torch.arange(rows.numel()))
+    weight = w_i2t if direction == "i2t" else w_t2i
+    return write_back(base[rows], local, learned, weight) if output != ("t2i" if direction == "i2t" else "i2t") \
+        else base[rows].clone()
 
 
 def resolve_fusion(model: torch.nn.Module, fusion: Any = None, output: Optional[str] = None

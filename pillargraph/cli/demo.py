@@ -16,7 +16,7 @@ from ..io import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate
 from ..train import fit_reranker
 from . import CLIError
-from .train import add_model_arguments, components
+from .train import add_model_arguments, recipe_from_args
 
 
 def comparison_table(rows: dict) -> str:
@@ -43,15 +43,16 @@ def run(args: argparse.Namespace) -> int:
                                         seed=args.seed)
     print(f"synthetic splits (seed {args.seed}): train {train.num_images} images / {train.num_texts} "
           f"captions, dev {dev.num_images}, test {test.num_images}")
-    builder, model, config = components(args)
+    recipe = recipe_from_args(args)
+    print(f"recipe {recipe.describe()}")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pillargraph-demo-"))
 
     def report(rec):
         dev_m = rec.get("dev", {})
         print(f"  epoch {rec['epoch'] + 1}: loss {rec.get('loss_total', float('nan')):.4f}  "
               f"dev rSum {dev_m.get('rsum', float('nan')):.2f}  ({rec['train_time_s']:.1f} s)")
-    fitted = fit_reranker(train, dev, builder, model, config, device=device, out_dir=out, progress=None,
-                          resume=False, on_epoch_end=report)
+    fitted = fit_reranker(train, dev, device=device, out_dir=out, progress=None, resume=False,
+                          on_epoch_end=report, recipe=recipe, seed=args.seed, episode_seed=args.episode_seed)
     result = fitted.result
     print(f"best epoch {result.best_epoch + 1}, dev fusion weights {result.fusion}")
     scores = fitted.rescore(test, device=device)
@@ -64,18 +65,18 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     print(f"\nrSum change: {gain:+.2f}; run folder {out}; total {seconds:.0f} s")
     if args.results:
-        write_results(args, rows, result.fusion, seconds)
+        write_results(args, rows, fitted, seconds)
         print(f"wrote {args.results}")
     return 0
 
 
-def write_results(args: argparse.Namespace, rows: dict, fusion, seconds: float) -> None:
+def write_results(args: argparse.Namespace, rows: dict, fitted, seconds: float) -> None:
     """The demo's figures and the settings that produced them, as JSON (for a results file)."""
     settings = {k: v for k, v in sorted(vars(args).items())
                 if k not in ("func", "command", "results", "out") and not callable(v)}
     gain = rows["re-ranked (dev-fused)"]["rsum"] - rows["base"]["rsum"]
     record = {"command": f"pillargraph demo --results {args.results}", "settings": settings,
-              "dev_fusion_weights": fusion,
+              "recipe": fitted.recipe.record(), "dev_fusion_weights": fitted.result.fusion,
               "test": {name: {k: round(v, 2) for k, v in m.items()} for name, m in rows.items()},
               "rsum_change": round(gain, 2), "seconds": round(seconds, 1), "torch": torch.__version__,
               "threads": torch.get_num_threads()}

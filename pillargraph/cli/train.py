@@ -3,64 +3,94 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from ..data.files import load_split
+from ..data.partition import check_episode_sizes
 from ..device import resolve_device
-from ..graphs import PillarGraphBuilder
 from ..graphs.node_features import NODE_FEATURES, split_node_features
 from ..io import ensure_writable_dir
 from ..losses import LOSS_DEFAULTS
-from ..nn import PillarReranker
-from ..train import TrainConfig, Trainer
+from ..train import DEFAULT_RECIPE, RECIPES, Recipe, TrainConfig, Trainer, get_recipe, prepare_run, recipe_parts, recipe_table
 from ..train.distributed import DistributedTrainer, init_from_env, shutdown
+from . import CLIError
+
+
+#: ``--flag`` destination -> (recipe part, field) for the settings a flag overrides.
+_BUILDER_FLAGS = {"num_pillars": "num_pillars", "k_i2t": "k_i2t", "k_t2i": "k_t2i",
+                  "overlap_neighbors": "overlap_neighbors", "sparsity": "sparsity", "anchor": "anchor"}
+_MODEL_FLAGS = {"layer": "layer", "hidden": "hidden_channels", "layers": "num_layers", "heads": "heads",
+                "dropout": "dropout", "feature_skip": "feature_skip"}
+_TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
+                "patience": "patience", **{name: name for name in LOSS_DEFAULTS}}
+_FROM_RECIPE = "(default: from --recipe)"
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Graph, model and training options shared by ``train`` and ``demo``."""
+    """Recipe, graph, model and training options shared by ``train`` and ``demo``.
+
+    Every setting defaults to the recipe's (``--recipe``, default ``inductive``);
+    a flag given on the command line overrides that one field.
+    """
+    r = p.add_argument_group("recipe (see the list below)")
+    r.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME",
+                   help=f"named settings: {', '.join(RECIPES)} (default: {DEFAULT_RECIPE})")
+    r.add_argument("--episode-images", default=None, metavar="N[,N...]",
+                   help="train in episodes of N images (several sizes are cycled; 0: the whole training split); "
+                        "neighbour lists must have been searched in the same episodes "
+                        "(`pillargraph neighbors --episode-images`) " + _FROM_RECIPE)
+    r.add_argument("--episode-seed", type=int, default=0, help="seed of the episode partition (default: 0)")
     g = p.add_argument_group("graphs")
-    g.add_argument("--num-pillars", type=int, default=32, help="pillars per half, L (paper: 64)")
-    g.add_argument("--k-i2t", type=int, default=32, help="nodes of an image query's graph (31 candidates)")
-    g.add_argument("--k-t2i", type=int, default=8, help="nodes of a caption query's graph (7 candidates)")
-    g.add_argument("--overlap-neighbors", type=int, default=10, help="C, neighbours compared for overlap")
-    g.add_argument("--sparsity", type=float, default=0.8, help="gamma of the overlap sparsification")
-    g.add_argument("--anchor", default="both", choices=("both", "inter", "intra"),
+    g.add_argument("--num-pillars", type=int, default=None, help="pillars per half, L (paper: 64) " + _FROM_RECIPE)
+    g.add_argument("--k-i2t", type=int, default=None, help="nodes of an image query's graph, K " + _FROM_RECIPE)
+    g.add_argument("--k-t2i", type=int, default=None, help="nodes of a caption query's graph " + _FROM_RECIPE)
+    g.add_argument("--overlap-neighbors", type=int, default=None, help="C, neighbours compared for overlap")
+    g.add_argument("--sparsity", type=float, default=None, help="gamma of the overlap sparsification")
+    g.add_argument("--anchor", default=None, choices=("both", "inter", "intra"),
                    help="pillar halves to use (ablation: inter-only, intra-only)")
-    g.add_argument("--node-features", default="",
+    g.add_argument("--node-features", default=None,
                    help=f"extra candidate features beside the pillar space, comma-separated: "
                         f"{', '.join(NODE_FEATURES)}, prior:METHOD(key=value ...) (a training-free re-ranker's "
-                        f"scores; 'reciprocal' and transductive priors read other test queries)")
+                        f"scores; 'reciprocal' and transductive priors read other test queries); '' for none "
+                        + _FROM_RECIPE)
     m = p.add_argument_group("model")
-    m.add_argument("--layer", default="neighbor_attention",
+    m.add_argument("--layer", default=None,
                    help="reasoning layer: neighbor_attention, transformer, gatv2, gat, gcn, sage, gin, graph")
-    m.add_argument("--hidden", type=int, default=64, help="hidden channels (paper: 768)")
-    m.add_argument("--layers", type=int, default=2, help="reasoning layers")
-    m.add_argument("--heads", type=int, default=4, help="attention heads (paper: 24)")
-    m.add_argument("--dropout", type=float, default=0.1)
+    m.add_argument("--hidden", type=int, default=None, help="hidden channels (paper: 768) " + _FROM_RECIPE)
+    m.add_argument("--layers", type=int, default=None, help="reasoning layers")
+    m.add_argument("--heads", type=int, default=None, help="attention heads (paper: 24)")
+    m.add_argument("--dropout", type=float, default=None)
     m.add_argument("--no-edge-weight", action="store_true", help="ablation: ignore overlap edge weights")
-    m.add_argument("--feature-skip", type=float, default=0.0, metavar="SCALE",
+    m.add_argument("--feature-skip", type=float, default=None, metavar="SCALE",
                    help="add a learned linear function of the --node-features columns to every score, "
                         "scaled by SCALE (0: off)")
     m.add_argument("--share-directions", action="store_true", help="one network for both directions")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    t.add_argument("--lr", type=float, default=TrainConfig.lr)
-    t.add_argument("--optimizer", default=TrainConfig.optimizer, choices=("adamw", "sgd"))
-    t.add_argument("--patience", type=int, default=TrainConfig.patience)
+    t.add_argument("--epochs", type=int, default=None, help=_FROM_RECIPE)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--optimizer", default=None, choices=("adamw", "sgd"))
+    t.add_argument("--patience", type=int, default=None)
     t.add_argument("--no-align", action="store_true", help="ablation: no structure-alignment loss")
-    loss = p.add_argument_group("loss (defaults: pillargraph.losses.LOSS_DEFAULTS)")
+    loss = p.add_argument_group("loss (defaults: pillargraph.losses.LOSS_DEFAULTS, unless the recipe sets them)")
     for name, default in LOSS_DEFAULTS.items():
-        loss.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, metavar="X",
+        loss.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, metavar="X",
                           help=f"PillarLoss {name} (default: {default:g})")
-    t.add_argument("--fusion-outputs", default=",".join(TrainConfig.fusion_outputs), metavar="MODES",
+    t.add_argument("--fusion-outputs", default=None, metavar="MODES",
                    help="output modes the dev selection chooses from with the fusion weights, comma-separated "
-                        f"(default: {','.join(TrainConfig.fusion_outputs)}; see `pillargraph rerank --output`)")
+                        f"(default: {','.join(TrainConfig.fusion_outputs)} unless the recipe sets them; see "
+                        "`pillargraph rerank --output`)")
     t.add_argument("--compile", action="store_true", help="torch.compile the training step (CUDA)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+
+
+def recipes_epilog() -> str:
+    """The recipes as ``--help`` lists them: name, what each reads, its settings."""
+    return "recipes (settings chosen on the Flickr30K dev caption proxy):\n" + "\n".join(
+        "  " + line for line in recipe_table().splitlines())
 
 
 def split_outputs(text: str) -> Tuple[str, ...]:
@@ -68,25 +98,46 @@ def split_outputs(text: str) -> Tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def parse_episode_images(text: Optional[str]) -> Optional[Tuple[int, ...]]:
+    """``--episode-images``: ``N`` or ``N,N,...`` (``0``: none); ``None`` when not given."""
+    if text is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"--episode-images: expected N or N,N,... (whole numbers), got {text!r}") from None
+    if sizes == (0,):
+        return ()
+    try:
+        return check_episode_sizes(sizes, "--episode-images")
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
 def components(args: argparse.Namespace):
-    """Builder, model and training config from parsed arguments."""
-    features = split_node_features(args.node_features)
-    builder = PillarGraphBuilder(num_pillars=args.num_pillars, k_i2t=args.k_i2t, k_t2i=args.k_t2i,
-                                 overlap_neighbors=args.overlap_neighbors, sparsity=args.sparsity,
-                                 anchor=args.anchor, node_features=features)
-    losses = {name: getattr(args, name) for name in LOSS_DEFAULTS}
+    """Builder, model (from ``--seed``) and training config of the parsed options' recipe, without episodes."""
+    return recipe_parts(recipe_from_args(args), args.seed)
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The named recipe with every flag given on the command line as an override."""
+    builder = {field: getattr(args, flag) for flag, field in _BUILDER_FLAGS.items() if getattr(args, flag) is not None}
+    if args.node_features is not None:
+        builder["node_features"] = split_node_features(args.node_features)
+    model = {field: getattr(args, flag) for flag, field in _MODEL_FLAGS.items() if getattr(args, flag) is not None}
+    if args.no_edge_weight:
+        model["use_edge_weight"] = False
+    if args.share_directions:
+        model["share_directions"] = True
+    train = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.no_align:
-        losses.update(alignment=0.0, mirror_contrastive=0.0)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         optimizer=args.optimizer, patience=args.patience, seed=args.seed,
-                         compile=args.compile, fusion_outputs=split_outputs(args.fusion_outputs), **losses)
-    torch.manual_seed(args.seed)
-    model = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features,
-                           layer=args.layer, hidden_channels=args.hidden,
-                           num_layers=args.layers, heads=args.heads, dropout=args.dropout,
-                           share_directions=args.share_directions,
-                           use_edge_weight=not args.no_edge_weight, feature_skip=args.feature_skip)
-    return builder, model, config
+        train.update(alignment=0.0, mirror_contrastive=0.0)
+    if args.fusion_outputs is not None:
+        train["fusion_outputs"] = split_outputs(args.fusion_outputs)
+    if args.compile:
+        train["compile"] = True
+    return get_recipe(args.recipe).override(builder=builder, model=model, train=train,
+                                            episode_images=parse_episode_images(args.episode_images))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,18 +149,22 @@ def run(args: argparse.Namespace) -> int:
             device = torch.device("cuda", context.local_rank)
         if context.is_main:
             ensure_writable_dir(args.out)  # before the splits are read and an epoch is spent
+        recipe = recipe_from_args(args)
         train = load_split(args.train)
         dev = load_split(args.dev)
-        builder, model, config = components(args)
+        run = prepare_run(recipe, train, args.seed, args.episode_seed, name=str(args.train))
+        parts = (run.model, run.builder, run.config)
         if context.distributed:
-            trainer = DistributedTrainer(model, builder, config, out_dir=args.out, device=device, context=context)
+            trainer = DistributedTrainer(*parts, out_dir=args.out, device=device, context=context,
+                                         run_info=run.run_info)
         else:
-            trainer = Trainer(model, builder, config, out_dir=args.out, device=device)
-        result = trainer.fit(train, dev, resume=args.resume)
+            trainer = Trainer(*parts, out_dir=args.out, device=device, run_info=run.run_info)
+        result = trainer.fit(run.train, dev, resume=args.resume)
     finally:
         shutdown(context)
     if context.is_main:
-        print(json.dumps({"best_epoch": result.best_epoch, "best_dev_rsum": result.best_dev_rsum,
+        print(json.dumps({"recipe": recipe.name, "overrides": recipe.record()["overrides"],
+                          "best_epoch": result.best_epoch, "best_dev_rsum": result.best_dev_rsum,
                           "epochs_run": result.epochs_run, "fusion": result.fusion,
                           "checkpoint": str(args.out) + "/best.pt"}, indent=2))
     return 0
@@ -117,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a re-ranker on a train split, selecting on a dev split",
-                       description="Train a learned pillar re-ranker.")
+                       description="Train a learned pillar re-ranker with a named recipe (--recipe); flags "
+                                   "override single settings of the recipe.",
+                       epilog=recipes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", required=True, help="training split .npz: a bundle or neighbour lists "
                                                   "(`pillargraph neighbors`)")
     p.add_argument("--dev", required=True, help="dev split .npz, bundle or neighbour lists (model and "

@@ -5,7 +5,8 @@ from .caption_proxy import ProxyEmbeddings, caption_proxy_bundle, caption_proxy_
 from .captions import (CaptionSplit, captions_root, encode_caption_split, list_caption_splits,
                        load_caption_split, read_captions)
 from .embedding_cache import EmbeddingCache
-from .episodes import EpisodicSimilarity
+from .episodes import EpisodicSimilarity, as_episodes
+from .partition import episode_partition
 from .files import load_embeddings, load_split, npz_format
 from .positives import (COCO5K_SHAPE, ECCV_CXC_KEYS, POSITIVE_SOURCES, check_coco5k_bundle, coco5k_anchor,
                         coco5k_eccv_cxc, coco5k_ids, coco5k_positives, evaluate_coco5k)
@@ -20,6 +21,8 @@ __all__ = [
     "DenseSimilarity",
     "NeighborLists",
     "EpisodicSimilarity",
+    "as_episodes",
+    "episode_partition",
     "load_split",
     "load_embeddings",
     "npz_format",

@@ -44,7 +44,8 @@ from torch import Tensor
 from ..bundle import SimilarityBundle
 from .captions import CAPTIONS_PER_IMAGE, CaptionSplit, encode_caption_split, load_caption_split
 from .embedding_cache import Embeddings
-from .episodes import EpisodicSimilarity, episode_partition, episode_texts
+from .episodes import EpisodicSimilarity
+from .partition import episode_partition, episode_texts
 from .neighbors import NeighborLists
 from .text_encoders import MiniLMEncoder, TextEncoder, TfidfEncoder, resolve_text_encoder
 
@@ -170,7 +171,7 @@ class ProxyEmbeddings:
         Dense embeddings are kept for exact pair similarities; sparse (raw TF-IDF)
         ones are not, so their kind's pairs are answered from the lists (see
         :meth:`~pillargraph.data.NeighborLists.gather`). With ``episodes`` (e.g.
-        :func:`~pillargraph.data.episodes.episode_partition`), each row is searched
+        :func:`~pillargraph.data.partition.episode_partition`), each row is searched
         within its episode only.
 
         Raises:
@@ -185,7 +186,7 @@ class ProxyEmbeddings:
 
     def episodic(self, sizes: Union[int, Sequence[int]], seed: int = 0,
                  device: Union[str, torch.device] = "cpu") -> EpisodicSimilarity:
-        """Every image in the dense episodes of :func:`~pillargraph.data.episodes.episode_partition`,
+        """Every image in the dense episodes of :func:`~pillargraph.data.partition.episode_partition`,
         with the split's own ids: what ``EpisodicSimilarity.from_bundle(self.bundle(), sizes, seed)``
         gives, without ever making the whole split's dense matrices."""
         parts = episode_partition(self.num_images, sizes, seed)

@@ -10,7 +10,7 @@ and its items only ever neighbour items of the same episode. Episodes of
 *mixed* sizes (e.g. 1,000 and 5,000 images) show the model several densities,
 so that it re-ranks galleries of other sizes too.
 
-:func:`episode_partition` cuts a split's images into episodes (a seeded
+:func:`~pillargraph.data.partition.episode_partition` cuts a split's images into episodes (a seeded
 shuffle, so a split sorted by class or by source is mixed); every caption goes
 with its image. :class:`EpisodicSimilarity` holds the episodes' dense matrices
 and answers the :class:`~pillargraph.data.SimilaritySource` questions (top-k
@@ -28,69 +28,14 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
+from .neighbors import NeighborLists
+from .partition import episode_partition, episode_sizes_label, episode_texts
 from .source import check_kind
 
-__all__ = ["EpisodicSimilarity", "episode_partition", "check_episode_sizes", "episode_texts",
-           "episode_sizes_label"]
+__all__ = ["EpisodicSimilarity", "as_episodes"]
 
 # Rows ranked per torch.topk call (bounds the [rows, gallery] temporary).
 _TOPK_CHUNK = 4096
-
-
-def check_episode_sizes(sizes: Union[int, Sequence[int]], name: str = "episode_images") -> Tuple[int, ...]:
-    """Episode sizes as a tuple of ints >= 2, or :class:`ValueError` naming ``name``."""
-    sizes = tuple(sizes) if isinstance(sizes, (tuple, list)) else (sizes,)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in sizes):
-        raise ValueError(f"{name}: expected one or more image counts of at least 2, got {list(sizes)}")
-    return sizes
-
-
-def episode_sizes_label(sizes: Sequence[int]) -> str:
-    """``(1000, 5000)`` -> ``'1000,5000'``: how the CLI and results files write episode sizes."""
-    return ",".join(str(int(s)) for s in sizes)
-
-
-def episode_partition(num_images: int, sizes: Union[int, Sequence[int]], seed: int = 0) -> List[Tensor]:
-    """The images of a split cut into episodes: sorted id tensors, one per episode.
-
-    The images are shuffled with ``seed`` and cut into consecutive pieces whose
-    sizes cycle through ``sizes`` (``(1000, 5000)``: 1000, 5000, 1000, ...).
-    Images left over when the next piece would not fit go to a last episode
-    when at least ``min(sizes)`` remain, and are otherwise added to the last
-    episode cut, so every image belongs to exactly one episode.
-
-    Args:
-        num_images: images ``N`` of the split.
-        sizes: images per episode, one size or several (cycled).
-        seed: seeds the shuffle (default: :obj:`0`); the same arguments always
-            give the same episodes, whichever code path asks.
-
-    Raises:
-        ValueError: a size below 2, or ``N`` smaller than the smallest size.
-    """
-    sizes = check_episode_sizes(sizes)
-    if num_images < min(sizes):
-        raise ValueError(f"episode_images: {num_images} images cannot fill an episode of {min(sizes)}")
-    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(int(seed)))
-    cuts, start, i = [], 0, 0
-    while num_images - start >= sizes[i % len(sizes)]:
-        cuts.append((start, start + sizes[i % len(sizes)]))
-        start, i = start + sizes[i % len(sizes)], i + 1
-    rest = num_images - start
-    if rest >= min(sizes) or not cuts:
-        cuts.append((start, num_images))
-    elif rest:
-        cuts[-1] = (cuts[-1][0], num_images)
-    return [torch.sort(order[a:b]).values for a, b in cuts]
-
-
-def episode_texts(txt2img: Tensor, images: Tensor) -> Tensor:
-    """The sorted ids of the captions of ``images`` (every caption goes with its image)."""
-    images = images.to(txt2img.device)
-    size = max(int(txt2img.max()) if txt2img.numel() else -1, int(images.max()) if images.numel() else -1) + 1
-    member = torch.zeros(size, dtype=torch.bool, device=txt2img.device)
-    member[images] = True
-    return member[txt2img].nonzero().flatten()
 
 
 class _Group:
@@ -187,10 +132,11 @@ class EpisodicSimilarity:
     @classmethod
     def from_bundle(cls, bundle: SimilarityBundle, sizes: Union[int, Sequence[int]],
                     seed: int = 0) -> "EpisodicSimilarity":
-        """``bundle`` cut into the episodes of :func:`episode_partition` (ids stay the bundle's).
+        """``bundle`` cut into the episodes of :func:`~pillargraph.data.partition.episode_partition`
+        (ids stay the bundle's).
 
         Raises:
-            ValueError: as :func:`episode_partition`.
+            ValueError: as :func:`~pillargraph.data.partition.episode_partition`.
         """
         parts = episode_partition(bundle.num_images, sizes, seed)
         texts = [episode_texts(bundle.txt2img, p) for p in parts]
@@ -223,6 +169,11 @@ class EpisodicSimilarity:
     def device(self) -> torch.device:
         return self._txt2img.device
 
+    def smallest_gallery(self, kind: str) -> int:
+        """Columns of ``kind`` in the smallest episode (see :func:`~pillargraph.data.source.gallery_size`)."""
+        check_kind(kind)
+        return min(b.num_images if kind[2] == "i" else b.num_texts for b in self._bundles)
+
     def episode(self, e: int) -> SimilarityBundle:
         """Episode ``e`` as a bundle (local ids)."""
         if not 0 <= e < self.num_episodes:
@@ -245,7 +196,7 @@ class EpisodicSimilarity:
     def topk(self, kind: str, k: int, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Top-``k`` columns of each row within the row's episode, as global ids."""
         self._check(kind)
-        smallest = min(g.matrix(kind).shape[2] for g in self._groups)
+        smallest = self.smallest_gallery(kind)
         if not 1 <= k <= smallest:
             raise ValueError(f"k: {k} neighbours asked for, but the smallest episode's {kind} gallery has "
                              f"{smallest} items")
@@ -298,3 +249,46 @@ class EpisodicSimilarity:
         intra = sorted(k for k in self._groups[0].mats if k != "i2t")
         return (f"EpisodicSimilarity(num_episodes={self.num_episodes}, images={self._n}, texts={self._m}, "
                 f"episode_images={episode_sizes_label(sizes)}, intra={intra})")
+
+
+def as_episodes(split: Union[SimilarityBundle, NeighborLists, "EpisodicSimilarity"], sizes: Sequence[int],
+                seed: int = 0, name: str = "train") -> Union[NeighborLists, "EpisodicSimilarity"]:
+    """A training split in the episodes of ``sizes`` (:func:`~pillargraph.data.partition.episode_partition`).
+
+    A dense bundle is cut here; neighbour lists must already have been searched
+    within episodes of these sizes (``pillargraph neighbors --episode-images``),
+    since lists over the whole split do not hold an episode's own neighbours
+    (unless the split is smaller than one episode).
+    Empty ``sizes`` returns ``split`` unchanged (training on the whole split).
+
+    Args:
+        split: the training split.
+        sizes: images per episode (cycled), or ``()`` for none.
+        seed: the partition's seed (default: :obj:`0`).
+        name: how error messages call the split (e.g. its file name).
+
+    Raises:
+        ValueError: lists over the whole split, lists searched in episodes of other
+            sizes, or sizes the split cannot fill.
+    """
+    if not sizes or isinstance(split, EpisodicSimilarity):
+        return split
+    label = episode_sizes_label(sizes)
+    if isinstance(split, SimilarityBundle):
+        return EpisodicSimilarity.from_bundle(split, tuple(sizes), seed)
+    if not isinstance(split, NeighborLists):
+        raise ValueError(f"{name}: expected a bundle, neighbour lists or episodes, got {type(split).__name__}")
+    want = sorted(p.numel() for p in episode_partition(split.num_images, tuple(sizes), seed))
+    if split.image_episode is None and len(want) == 1:
+        return split  # the whole split is one episode: its lists are the episode's
+    if split.image_episode is None:
+        raise ValueError(f"{name}: its neighbour lists span the whole split, but episodes of {label} images need "
+                         f"lists searched within each episode: build them with `pillargraph neighbors EMB.npz "
+                         f"--episode-images {label} --out LISTS.npz`, or train on the whole split with "
+                         f"--episode-images 0")
+    if sorted(split.episode_sizes) != want:
+        have = episode_sizes_label(sorted(set(split.episode_sizes)))
+        raise ValueError(f"{name}: its lists were searched in episodes of {have} images, not the {label} asked "
+                         f"for; pass --episode-images {have}, or rebuild the lists with `pillargraph neighbors "
+                         f"... --episode-images {label}`")
+    return split

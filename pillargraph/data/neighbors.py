@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle, as_tensor
 from ..io import atomic_write, read_npz
-from .episodes import episode_texts
+from .partition import episode_texts
 from .source import KINDS, check_kind
 
 __all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS", "chunk_rows",
@@ -668,6 +668,17 @@ class NeighborLists:
         """Images of each episode (in episode-id order) for episodic lists, else None."""
         return None if self._episode is None else torch.bincount(self._episode).tolist()
 
+    def smallest_gallery(self, kind: str) -> int:
+        """Columns of ``kind`` a row can rank: the gallery, or for episodic lists the smallest episode's
+        (see :func:`~pillargraph.data.source.gallery_size`)."""
+        check_kind(kind)
+        if self._episode is None:
+            return self.num_cols(kind)
+        images = torch.bincount(self._episode)
+        texts = torch.bincount(self._episode[self._txt2img], minlength=images.numel())
+        sizes = images if kind[2] == "i" else texts
+        return int(sizes[sizes > 0].min())
+
     @property
     def has_embeddings(self) -> bool:
         """Whether :meth:`gather` is exact for the cross-modal kinds."""
@@ -844,7 +855,7 @@ class NeighborLists:
                 :meth:`gather` is exact (default: :obj:`True`).
             chunk_size, backend, device, progress: as in :func:`topk_neighbors`.
             episodes (sequence of Tensor, optional): image ids of each episode (e.g.
-                :func:`~pillargraph.data.episodes.episode_partition`): every row is
+                :func:`~pillargraph.data.partition.episode_partition`): every row is
                 searched only against the items of its own episode, and ``k`` is
                 capped at the smallest episode's gallery (default: the whole split).
         """

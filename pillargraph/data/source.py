@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 
-__all__ = ["KINDS", "SimilaritySource", "DenseSimilarity", "as_source", "check_kind"]
+__all__ = ["KINDS", "SimilaritySource", "DenseSimilarity", "as_source", "check_kind", "gallery_size"]
 
 #: The four similarity kinds: ``i2t`` (image rows, text columns), ``t2i``, ``i2i``, ``t2t``.
 KINDS = ("i2t", "t2i", "i2i", "t2t")
@@ -27,6 +27,17 @@ def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"kind: unknown similarity kind {kind!r}; expected one of {list(KINDS)}")
     return kind
+
+
+def gallery_size(source: "SimilaritySource", kind: str) -> int:
+    """How many columns every row of ``kind`` ranks: the split's gallery of that modality, or for a split
+    cut into episodes (:class:`~pillargraph.data.EpisodicSimilarity`, episodic
+    :class:`~pillargraph.data.NeighborLists`) the smallest episode's, which bounds every list depth."""
+    check_kind(kind)
+    smallest = getattr(source, "smallest_gallery", None)
+    if smallest is not None:
+        return smallest(kind)
+    return source.num_images if kind[2] == "i" else source.num_texts
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from ..bundle import SimilarityBundle
-from ..data.source import SimilaritySource, as_source
+from ..data.source import SimilaritySource, as_source, gallery_size
 from ..modality import IMAGE, TEXT, check_direction, gallery_modality, kind_between, query_modality
 from ..pillars import Pillars, check_anchor, pillar_features, select_pillars, top_others
 from .batch import GraphBatch
@@ -217,8 +217,8 @@ class PillarGraphBuilder:
 
     def _check(self, source: SimilaritySource, direction: str) -> None:
         check_direction(direction)
-        n_q = source.num_images if query_modality(direction) == IMAGE else source.num_texts
-        n_g = source.num_texts if query_modality(direction) == IMAGE else source.num_images
+        intra = kind_between(query_modality(direction), query_modality(direction))
+        n_q, n_g = gallery_size(source, intra), gallery_size(source, direction)
         k_name = f"k_{direction}"
         if self.num_candidates(direction) > n_g:
             raise ValueError(f"{k_name}: {self.num_candidates(direction)} candidates asked for, "
@@ -305,7 +305,7 @@ class PillarGraphBuilder:
         """Deepest list of each kind a build of ``direction`` asks for."""
         qt = query_modality(direction)
         intra = kind_between(qt, qt)
-        n_q = source.num_images if qt == IMAGE else source.num_texts
+        n_q = gallery_size(source, intra)
         depths = {direction: max(self.num_pillars, self.num_candidates(direction)),
                   intra: min(n_q, max(self.num_pillars, self.context_nodes) + 1)}
         if "reciprocal" in self.node_features:
@@ -313,7 +313,7 @@ class PillarGraphBuilder:
         return depths
 
     def _reverse_depth(self, source: SimilaritySource, direction: str) -> int:
-        return min(self.reciprocal_depth, source.num_images if direction == "i2t" else source.num_texts)
+        return min(self.reciprocal_depth, gallery_size(source, "t2i" if direction == "i2t" else "i2t"))
 
     def extra_features(self, source: SimilaritySource, direction: str, nodes: Tensor, node_type: Tensor,
                        candidate_mask: Tensor, base: Tensor) -> Optional[Tensor]:

@@ -19,7 +19,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from ..data.source import SimilaritySource
+from ..data.source import SimilaritySource, gallery_size
 from ..modality import IMAGE, TEXT
 from ..modality import kind_between
 
@@ -66,7 +66,7 @@ class NeighborTables:
 def neighbor_tables(source: SimilaritySource, num_neighbors: int = 10) -> NeighborTables:
     """Compute :class:`NeighborTables` with ``C = num_neighbors`` from a source."""
     c = num_neighbors
-    sizes = {IMAGE: source.num_images, TEXT: source.num_texts}
+    sizes = {IMAGE: gallery_size(source, "i2i"), TEXT: gallery_size(source, "t2t")}
     for t, n in sizes.items():
         if c < 1 or c > n:
             raise ValueError(f"overlap_neighbors: {c} neighbours asked for, but there are only {n} "

@@ -108,6 +108,9 @@ def prior_scores(source: SimilaritySource, method: Reranker) -> Dict[str, Simila
     def wrap(direction: str) -> SimilaritySource:
         parts = [SimilarityBundle(sim_i2t=s[direction].float(), txt2img=b.txt2img)
                  for s, b in zip(scored, bundles)]
-        return DenseSimilarity(parts[0]) if isinstance(source, DenseSimilarity) else EpisodicSimilarity(parts)
+        if isinstance(source, DenseSimilarity):
+            return DenseSimilarity(parts[0])
+        ids = [source.episode_ids(e) for e in range(source.num_episodes)]
+        return EpisodicSimilarity(parts, [i for i, _ in ids], [t for _, t in ids])
 
     return {d: wrap(d) for d in DIRECTIONS}

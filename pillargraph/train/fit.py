@@ -22,6 +22,7 @@ from ..graphs import PillarGraphBuilder
 from ..nn import PillarReranker
 from ..rerank import combine_any, direction_scores, rerank_scores
 from .config import TrainConfig
+from .recipes import Recipe, prepare_run
 from .trainer import Trainer, TrainResult
 
 __all__ = ["FittedReranker", "fit_reranker"]
@@ -37,12 +38,14 @@ class FittedReranker:
         builder: the graph builder the model reads.
         result: the :class:`~pillargraph.train.TrainResult` (history, best epoch, fusion).
         seconds: wall time of training and selection.
+        recipe: the :class:`~pillargraph.train.Recipe` it was trained with, if any.
     """
 
     model: PillarReranker
     builder: PillarGraphBuilder
     result: TrainResult
     seconds: float
+    recipe: Optional[Recipe] = None
 
     @property
     def transductive(self) -> bool:
@@ -67,7 +70,8 @@ class FittedReranker:
 
     def settings(self) -> Dict[str, Any]:
         """The builder, model and training settings, for results files."""
-        return {"builder": self.builder.config, "model": self.model.to_config(),
+        return {"recipe": None if self.recipe is None else self.recipe.record(),
+                "builder": self.builder.config, "model": self.model.to_config(),
                 "fusion": self.result.fusion, "best_epoch": self.result.best_epoch,
                 "epochs_run": self.result.epochs_run}
 
@@ -77,8 +81,15 @@ def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mappin
                  config: Optional[TrainConfig] = None, device: Union[str, torch.device, None] = None,
                  out_dir: Union[str, os.PathLike, None] = None, progress: Optional[bool] = False,
                  seed: Optional[int] = None, resume: bool = True,
-                 on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None) -> FittedReranker:
+                 on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None, *,
+                 recipe: Union[str, Recipe, None] = None, episode_seed: int = 0) -> FittedReranker:
     """Build a builder and a matching model, train on ``train``, select epoch and fusion on ``dev``.
+
+    With ``recipe`` (a name of :data:`~pillargraph.train.RECIPES` or a
+    :class:`~pillargraph.train.Recipe`, e.g. ``get_recipe("inductive").override(model={...})``)
+    the builder, model, training config and training episodes all come from
+    it, exactly as ``pillargraph train --recipe`` resolves them; ``builder``,
+    ``model`` and ``config`` must then be left out.
 
     Args:
         train: the training split: a :class:`~pillargraph.SimilarityBundle`,
@@ -92,21 +103,34 @@ def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mappin
         device: where to train (default: CPU).
         out_dir: run folder for checkpoints (default: none).
         progress: show progress bars (default: False).
-        seed: initialises the model's weights when it is built here (default: ``config.seed``).
+        seed: initialises the model's weights when it is built here (default: ``config.seed``);
+            with a recipe, the run's seed (default: 0).
         resume, on_epoch_end: passed to :meth:`~pillargraph.train.Trainer.fit`.
+        recipe: the recipe to train (see above).
+        episode_seed: seeds the recipe's episode partition (default: 0).
 
     Returns:
         A :class:`FittedReranker`.
     """
-    if not isinstance(builder, PillarGraphBuilder):
-        builder = PillarGraphBuilder(**dict(builder or {}))
-    config = config or TrainConfig()
-    if isinstance(model, PillarReranker):
-        net = model
+    run_info: Dict[str, Any] = {}
+    if recipe is not None:
+        if builder is not None or model is not None or config is not None:
+            raise ValueError("recipe: pass a recipe (Recipe.override for changes) or builder/model/config, "
+                             "not both")
+        run = prepare_run(recipe, train, 0 if seed is None else seed, episode_seed)
+        recipe, builder, net, config, train, run_info = (run.recipe, run.builder, run.model, run.config, run.train,
+                                                         run.run_info)
     else:
-        torch.manual_seed(config.seed if seed is None else seed)
-        net = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features, **dict(model or {}))
+        if not isinstance(builder, PillarGraphBuilder):
+            builder = PillarGraphBuilder(**dict(builder or {}))
+        config = config or TrainConfig()
+        if isinstance(model, PillarReranker):
+            net = model
+        else:
+            torch.manual_seed(config.seed if seed is None else seed)
+            net = PillarReranker(builder.num_features, extra_channels=builder.num_extra_features,
+                                 **dict(model or {}))
     t0 = time.perf_counter()
-    trainer = Trainer(net, builder, config, out_dir=out_dir, device=device, progress=progress)
+    trainer = Trainer(net, builder, config, out_dir=out_dir, device=device, progress=progress, run_info=run_info)
     result = trainer.fit(train, dev, resume=resume, on_epoch_end=on_epoch_end)
-    return FittedReranker(net, builder, result, time.perf_counter() - t0)
+    return FittedReranker(net, builder, result, time.perf_counter() - t0, recipe)

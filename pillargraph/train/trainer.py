@@ -138,6 +138,7 @@ def model_from_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cp
     model.load_state_dict(state["model"])
     model.builder_config = builder.config
     model.fusion_weights = state.get("fusion")
+    model.run_info = dict(state.get("run_info") or {})
     return model.eval()
 
 
@@ -176,12 +177,16 @@ class Trainer:
         out_dir (str or Path, optional): run folder; ``None`` keeps nothing on disk.
         device (str or torch.device, optional): where to train (default: CPU).
         progress (bool, optional): show a progress bar (default: when stderr is a terminal).
+        run_info (dict, optional): what else decided the run (e.g. ``{"recipe": ...}``, see
+            :class:`~pillargraph.train.Recipe`), written into ``config.json`` and every checkpoint.
     """
 
     def __init__(self, model: PillarReranker, builder: PillarGraphBuilder,
                  config: Optional[TrainConfig] = None, out_dir: Union[str, os.PathLike, None] = None,
-                 device: Union[str, torch.device, None] = None, progress: Optional[bool] = None) -> None:
+                 device: Union[str, torch.device, None] = None, progress: Optional[bool] = None,
+                 run_info: Optional[Dict[str, Any]] = None) -> None:
         self.config = config or TrainConfig()
+        self.run_info = dict(run_info or {})
         self.builder = builder
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.model = model.to(self.device)
@@ -266,7 +271,8 @@ class Trainer:
                 "model_config": self.model.to_config(), "builder_config": self.builder.config,
                 "train_config": self.config.to_dict(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step,
-                "history": history, "best": best, "bad_evals": bad_evals, "fusion": fusion}
+                "history": history, "best": best, "bad_evals": bad_evals, "fusion": fusion,
+                "run_info": self.run_info}
 
     @property
     def writing(self) -> bool:
@@ -312,8 +318,8 @@ class Trainer:
         if not self.writing:
             return state
         atomic_write_text(self.out_dir / "config.json", json.dumps(
-            {"version": __version__, "model": self.model.to_config(), "builder": self.builder.config,
-             "train": self.config.to_dict()}, indent=2))
+            {"version": __version__, **self.run_info, "model": self.model.to_config(),
+             "builder": self.builder.config, "train": self.config.to_dict()}, indent=2))
         try:
             from torch.utils.tensorboard import SummaryWriter
             self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))

@@ -4,7 +4,7 @@ import torch
 
 from pillargraph import SimilarityBundle
 from pillargraph.data import EpisodicSimilarity
-from pillargraph.data.episodes import episode_partition, episode_texts
+from pillargraph.data.partition import episode_partition, episode_texts
 from pillargraph.graphs import PillarGraphBuilder
 
 from ..helpers.bundles import random_bundle
@@ -33,9 +33,8 @@ def test_partition_refuses_bad_sizes(sizes):
         episode_partition(10, sizes)
 
 
-def test_partition_refuses_a_split_smaller_than_an_episode():
-    with pytest.raises(ValueError, match="cannot fill"):
-        episode_partition(2, (3, 5))
+def test_a_split_smaller_than_an_episode_is_one_episode():
+    assert [p.numel() for p in episode_partition(2, (3, 5))] == [2]
 
 
 def test_episode_texts_follow_their_images():
@@ -53,12 +52,14 @@ def test_from_bundle_equals_each_episode_built_alone(direction):
     eps = EpisodicSimilarity.from_bundle(b, (4, 6), seed=2)
     assert eps.episode_sizes == [4, 9]  # 3 left over (< 4): they join the last episode
     assert torch.equal(eps.txt2img, b.txt2img)  # ids stay the bundle's
-    builder = PillarGraphBuilder(num_pillars=2, k_i2t=3, k_t2i=3, overlap_neighbors=2, node_features=("rank",))
+    builder = PillarGraphBuilder(num_pillars=2, k_i2t=3, k_t2i=3, overlap_neighbors=2,
+                                 node_features=("rank", "reciprocal", "prior:dual_softmax(temperature=0.1)"),
+                                 reciprocal_depth=3)  # below every episode's size, so the same depth in each
     for e in range(eps.num_episodes):
         images, texts = eps.episode_ids(e)
         queries = images if direction == "i2t" else texts
         whole = _graphs(builder, eps, direction, queries)
-        alone = _graphs(builder, b.subset(images), direction)
+        alone = _graphs(PillarGraphBuilder(**builder.config), b.subset(images), direction)
         ids = texts if direction == "i2t" else images
         torch.testing.assert_close(whole.x, alone.x)
         torch.testing.assert_close(whole.adj, alone.adj)
