@@ -8,14 +8,15 @@ import shlex
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from pillargraph.data import caption_proxy_embeddings
+from pillargraph.data import caption_proxy_embeddings, episode_partition
 from pillargraph.graphs import IMAGE, TEXT, GraphBatch
+from pillargraph.train import RECIPES, Recipe, get_recipe
 
-__all__ = ["log", "peak_rss_gib", "command_line", "proxy_train_dev", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
+__all__ = ["log", "peak_rss_gib", "command_line", "ProxyTrain", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
 
 
 def log(msg: str) -> None:
@@ -41,20 +42,53 @@ def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
     return "python " + " ".join(shlex.quote(a) for a in [script, *args])
 
 
-def proxy_train_dev(combo: str, train_images: int, episode_images: int, lists_k: int = 100):
-    """The Flickr30K-train caption proxy cut to its first ``train_images`` images, as dense episodes of
-    ``episode_images`` images (``0``: one split of top-``lists_k`` neighbour lists), and the Flickr30K dev
-    bundle, both for ``combo`` (``'CROSS:INTRA'`` encoders)."""
-    cross, intra = combo.split(":")
-    t0 = time.perf_counter()
-    emb = caption_proxy_embeddings("f30k_train", cross, intra)
-    if train_images < emb.num_images:
-        emb = emb.subset(torch.arange(train_images))
-    train = emb.episodes(episode_images) if episode_images else emb.lists(lists_k)
-    dev = caption_proxy_embeddings("f30k_dev", cross, intra).bundle()
-    log(f"data {combo}: train {train!r}, dev {dev.num_images}x{dev.num_texts}, "
-        f"{time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_gib():.1f} GiB")
-    return train, dev
+class ProxyTrain:
+    """The Flickr30K-train caption proxy of one combo, cut to its first ``train_images`` images, in the form
+    ``pillargraph train`` would read it for a recipe; and the Flickr30K dev bundle.
+
+    ``form='dense'``: one dense bundle (what a ``.npz`` bundle gives the CLI; the recipe's episodes are cut
+    from it by :func:`pillargraph.data.as_episodes`, as the CLI does). ``form='lists'``: top-``lists_k`` lists,
+    searched within the recipe's episodes (:func:`pillargraph.data.episode_partition`, seed ``episode_seed``),
+    what ``pillargraph neighbors --episode-images`` writes. ``'auto'``: dense up to 5,000 images.
+    """
+
+    def __init__(self, combo: str, train_images: int, form: str = "auto", lists_k: int = 100,
+                 episode_seed: int = 0) -> None:
+        if form not in ("auto", "dense", "lists"):
+            raise ValueError(f"form: expected auto, dense or lists, got {form!r}")
+        cross, intra = combo.split(":")
+        t0 = time.perf_counter()
+        self.emb = caption_proxy_embeddings("f30k_train", cross, intra)
+        if train_images < self.emb.num_images:
+            self.emb = self.emb.subset(torch.arange(train_images))
+        self.form = ("dense" if self.emb.num_images <= 5000 else "lists") if form == "auto" else form
+        self.lists_k, self.episode_seed = lists_k, episode_seed
+        self.dev = caption_proxy_embeddings("f30k_dev", cross, intra).bundle()
+        self._cache: Dict[Tuple[int, ...], Any] = {}
+        log(f"data {combo}: train {self.emb.num_images} x {self.emb.num_texts} ({self.form}), dev "
+            f"{self.dev.num_images}x{self.dev.num_texts}, {time.perf_counter() - t0:.0f}s, "
+            f"peak RSS {peak_rss_gib():.1f} GiB")
+
+    def train_for(self, recipe: Recipe) -> Any:
+        """The training split as the CLI would read it for ``recipe`` (built once per episode sizes)."""
+        key = tuple(recipe.episode_images) if self.form == "lists" else ()
+        if key not in self._cache:
+            t0 = time.perf_counter()
+            if self.form == "dense":
+                self._cache[key] = self.emb.bundle()
+            else:
+                parts = episode_partition(self.emb.num_images, key, self.episode_seed) if key else None
+                self._cache[key] = self.emb.lists(self.lists_k, episodes=parts)
+            log(f"  train split {self._cache[key]!r}: {time.perf_counter() - t0:.0f}s, "
+                f"peak RSS {peak_rss_gib():.1f} GiB")
+        return self._cache[key]
+
+    def label(self, recipe: Recipe) -> str:
+        """How results tables name the training data of ``recipe``."""
+        episodes = (f"episodes of {','.join(map(str, recipe.episode_images))}" if recipe.episode_images
+                    else "whole split")
+        form = "dense" if self.form == "dense" else f"lists k={self.lists_k}"
+        return f"{self.emb.num_images} img, {form}, {episodes}"
 
 
 def random_graph_batch(direction: str, b: int, k: int, f: int, density: float = 0.3,
@@ -97,48 +131,23 @@ def time_it(fn: Callable[[], object], repeat: int, warmup: int = 2, device: Opti
 
 
 # ------------------------------------------------------------------ learned re-ranker settings
-#: Named variants: builder, model and training settings on top of BASE.
-#: Training-free re-rankers fed to the ``prior*`` variants as node features.
-PRIORS = ["prior:dual_softmax(temperature=0.1)", "prior:gnn_rerank(k1=10, k2=3)"]
-#: Builder settings of the ``prior_k32*`` variants: priors, and 31 candidates per caption query.
-PRIOR_K32 = {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 32}
-BASE = {"builder": {"num_pillars": 32}, "model": {"hidden_channels": 128}, "train": {}}
-VARIANTS: Dict[str, Dict[str, Dict[str, Any]]] = {
-    "paper": {},
-    "rank": {"builder": {"node_features": ["rank"]}},
-    "rank_recip": {"builder": {"node_features": ["rank", "reciprocal"]}},
-    "rank_recip_k16": {"builder": {"node_features": ["rank", "reciprocal"], "k_t2i": 16}},
-    "rank_recip_h256": {"builder": {"node_features": ["rank", "reciprocal"]}, "model": {"hidden_channels": 256}},
-    "rank_recip_noalign": {"builder": {"node_features": ["rank", "reciprocal"]},
-                           "train": {"alignment": 0.0, "mirror_contrastive": 0.0}},
-    "rank_recip_hinge": {"builder": {"node_features": ["rank", "reciprocal"]}, "train": {"triplet": 0.0, "hinge": 1.0}},
-    "rank_h256": {"builder": {"node_features": ["rank"]}, "model": {"hidden_channels": 256}},
-    "rank_k16": {"builder": {"node_features": ["rank"], "k_t2i": 16}},
-    "rank_k32": {"builder": {"node_features": ["rank"], "k_t2i": 32}},
-    # training-free scores as node features (transductive: dual softmax and GNN re-ranking read all
-    # test queries); the parameters are the dev-tuned ones of both combos (caption_proxy_f30k.json)
-    "prior": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS}},
-    "prior_k16": {"builder": {"node_features": ["rank", "reciprocal"] + PRIORS, "k_t2i": 16}},
-    "prior_k32": {"builder": PRIOR_K32},
-    "prior_k32_skip": {"builder": PRIOR_K32,
-                       "model": {"feature_skip": 1.0}},
-    "prior_k32_b32": {"builder": PRIOR_K32,
-                      "train": {"batch_size": 32}},
-    "prior_k32_skip_b32": {"builder": PRIOR_K32,
-                           "model": {"feature_skip": 1.0}, "train": {"batch_size": 32}},
-    "prior_k32_skip10": {"builder": PRIOR_K32,
-                         "model": {"feature_skip": 10.0}},
-    "prior_k32_noalign": {"builder": PRIOR_K32,
-                          "train": {"alignment": 0.0, "mirror_contrastive": 0.0}},
-    "rank_k32_skip": {"builder": {"node_features": ["rank"], "k_t2i": 32}, "model": {"feature_skip": 1.0}},
+#: Dev-search variants: a recipe of :mod:`pillargraph.train.recipes` (the one home of the learned re-ranker's
+#: settings) and the fields a variant changes. A variant named like a recipe is that recipe unchanged.
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    **{name: (name, {}) for name in RECIPES},
+    "inductive_k8": ("inductive", {"builder": {"k_t2i": 8}}),
+    "inductive_aqe": ("inductive", {"builder": {"node_features": ("rank", "prior:alpha_qe")}}),
+    "inductive_dba": ("inductive", {"builder": {"node_features": ("rank", "prior:dba")}}),
+    "inductive_whole": ("inductive", {"episode_images": 0}),
+    "inductive_fused": ("inductive", {"train": {"fusion_outputs": ("fused", "directions")}}),
+    "transductive_whole": ("transductive", {"episode_images": 0}),
+    "paper_episodes": ("paper", {"episode_images": 1000}),
 }
 
 
-def variant(name: str) -> Dict[str, Dict[str, Any]]:
-    """BASE updated with the named variant's settings."""
+def variant(name: str) -> Recipe:
+    """The recipe of a named dev-search variant (a recipe name, or one of :data:`VARIANTS`)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown learned variant {name!r}; expected some of {sorted(VARIANTS)}")
-    out = {part: dict(BASE[part]) for part in BASE}
-    for part, kw in VARIANTS[name].items():
-        out[part].update(kw)
-    return out
+    base, changes = VARIANTS[name]
+    return get_recipe(base).override(**changes)

@@ -1,16 +1,20 @@
 """Dev-split search over the learned re-ranker's settings on the caption proxy (never reads a test split).
 
-Trains one model per named variant on a caption-proxy training split and
+Trains one model per named variant (a recipe of ``pillargraph.train.recipes``, or
+one of ``benchmarks.common.VARIANTS``: a recipe with some fields changed) on a
+caption-proxy training split, exactly as ``pillargraph train --recipe`` would
+(``fit_reranker(recipe=...)``: the recipe's episodes cut from the split), and
 records its dev rSum: the learned scores alone (fusion weight 1) and with the
-dev-selected base fusion. The caption-proxy benchmark then uses the variant
-picked here; this file is the record of what was searched and what won.
+dev-selected base fusion. The recipes are set from what wins here; this file is
+the record of what was searched.
 
-Training data: the Flickr30K train proxy (29,000 images) either cut into
-dense episodes of ``--episode-images`` images (a test gallery's size) or, with
-``--episode-images 0``, as one split of top-k neighbour lists.
+Training data: the first ``--train-images`` of the Flickr30K train proxy (29,000
+images), as one dense bundle (up to 5,000 images by default) or as top-k
+neighbour lists searched within the recipe's episodes (``--form lists``).
+Takes about 3-6 minutes per variant, seed and epoch at 3,000 images on 2 cores.
 
-    python benchmarks/learned_search.py --combo tfidf:minilm --variants paper,rank,rank_recip \
-        [--train-images 29000] [--episode-images 1000] [--epochs 3] [--seeds 0] \
+    python benchmarks/learned_search.py --combo tfidf:minilm --variants inductive,transductive \
+        [--train-images 3000] [--form auto] [--epochs 1] [--seeds 0] \
         [--out benchmarks/results/learned_search]
 
 Results are appended to ``OUT.jsonl`` as each run finishes (one JSON object
@@ -34,18 +38,20 @@ if __package__ in (None, ""):
 
 from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
-from pillargraph.train import TrainConfig, fit_reranker
+from pillargraph.train import fit_reranker
 
-from benchmarks.common import command_line, log, peak_rss_gib, proxy_train_dev, variant
+from benchmarks.common import ProxyTrain, command_line, log, peak_rss_gib, variant
 
 
-def run_one(name: str, train, dev, seed: int, epochs: int) -> Dict[str, Any]:
-    cfg = variant(name)
-    config = TrainConfig(epochs=epochs, seed=seed, **cfg["train"])
-    fitted = fit_reranker(train, dev, cfg["builder"], cfg["model"], config)
+def run_one(name: str, data: ProxyTrain, seed: int, epochs: Optional[int]) -> Dict[str, Any]:
+    recipe = variant(name)
+    if epochs is not None:
+        recipe = recipe.override(train={"epochs": epochs})
+    dev = data.dev
+    fitted = fit_reranker(data.train_for(recipe), dev, recipe=recipe, seed=seed, episode_seed=data.episode_seed)
     result = fitted.result
-    return {"variant": name, "seed": seed, "config": {**fitted.settings(), "train": config.to_dict()},
-            "transductive": fitted.transductive, "dev_base_rsum": evaluate(dev)["rsum"],
+    return {"variant": name, "seed": seed, "config": fitted.settings(),
+            "train": data.label(recipe), "transductive": fitted.transductive, "dev_base_rsum": evaluate(dev)["rsum"],
             "dev_learned_rsum": result.best_dev_rsum, "dev_fused_rsum": result.fusion["dev_rsum"],
             "fusion": result.fusion, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "history": result.dev_history(),
@@ -72,11 +78,12 @@ def summary(rows: List[Dict[str, Any]], command: str) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--combo", default="tfidf:minilm")
-    p.add_argument("--variants", default="paper,rank,rank_recip")
-    p.add_argument("--train-images", type=int, default=29000)
-    p.add_argument("--episode-images", type=int, default=1000, help="0: one split of neighbour lists")
+    p.add_argument("--variants", default="inductive,transductive")
+    p.add_argument("--train-images", type=int, default=3000)
+    p.add_argument("--form", default="auto", choices=("auto", "dense", "lists"),
+                   help="training split as one dense bundle or as neighbour lists (auto: dense up to 5,000 images)")
     p.add_argument("--lists-k", type=int, default=100)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None, help="(default: the recipe's)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--out", default="benchmarks/results/learned_search")
     args = p.parse_args(argv)
@@ -85,16 +92,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         variant(name)
     command = command_line("benchmarks/learned_search.py", argv)
     out = Path(args.out)
-    train, dev = proxy_train_dev(args.combo, args.train_images, args.episode_images, args.lists_k)
-    train_label = (f"{args.train_images} img, episodes of {args.episode_images}" if args.episode_images
-                   else f"{args.train_images} img, lists k={args.lists_k}")
+    data = ProxyTrain(args.combo, args.train_images, args.form, args.lists_k)
     jsonl = out.with_suffix(".jsonl")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in names:
-            log(f"{args.combo} {train_label}: {name} seed {seed}")
-            row = run_one(name, train, dev, seed, args.epochs)
-            row.update(combo=args.combo, train=train_label, command=command)
+            log(f"{args.combo} {data.label(variant(name))}: {name} seed {seed}")
+            row = run_one(name, data, seed, args.epochs)
+            row.update(combo=args.combo, command=command)
             rows.append(row)
             atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
             atomic_write_text(out.with_suffix(".md"), summary(rows, command))

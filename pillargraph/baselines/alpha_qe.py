@@ -7,9 +7,10 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
+from ..data.neighbors import NeighborLists
 from .base import Reranker, RetrievalView, chunk_ranges
 
-__all__ = ["AlphaQE", "alpha_qe"]
+__all__ = ["AlphaQE", "alpha_qe", "AlphaQEPairs"]
 
 
 class AlphaQE(Reranker):
@@ -72,3 +73,38 @@ def alpha_qe(bundle: SimilarityBundle, alpha: float = 3.0, n: int = 10,
     """Functional form of :class:`AlphaQE`; ``call_kwargs`` go to :meth:`Reranker.__call__`
     (``directions``, ``device``, ``chunk_size``)."""
     return AlphaQE(alpha=alpha, n=n)(bundle, **call_kwargs)
+
+
+class AlphaQEPairs:
+    r"""alpha-QE scores of any (query, gallery item) pairs of a split given as neighbour lists.
+
+    The expansion items are the first :math:`n` of the query's own list and
+    :math:`s(g_i, g)` is read from the gallery-side intra lists
+    (:meth:`~pillargraph.data.NeighborLists.gather`: exact with embeddings or
+    where a list holds the pair, else the row's smallest stored score). Lists
+    that hold every item give the dense :class:`AlphaQE` exactly.
+
+    Args:
+        lists (NeighborLists): the split, with intra lists.
+        alpha (float, optional): weight exponent (default: :obj:`3.0`).
+        n (int, optional): expansion items per query (default: :obj:`10`).
+    """
+
+    def __init__(self, lists: NeighborLists, alpha: float = 3.0, n: int = 10) -> None:
+        method = AlphaQE(alpha, n)
+        self.lists, self.alpha, self.n = lists, method.alpha, method.n
+
+    def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """Scores of the ``kind`` pairs ``(rows, cols)`` (``'i2t'`` or ``'t2i'``), broadcast together."""
+        if kind not in ("i2t", "t2i"):
+            raise ValueError(f"kind: expected 'i2t' or 't2i', got {kind!r}")
+        s = self.lists.gather(kind, rows, cols).double()
+        n = min(self.n, self.lists.depth(kind))
+        if n == 0:
+            return s.float()
+        rows, cols = (torch.broadcast_to(t.to(s.device), s.shape).reshape(-1) for t in (rows, cols))
+        idx, val = self.lists.topk(kind, n, rows)
+        intra = "t2t" if kind == "i2t" else "i2i"
+        w = val.double().clamp_min(0).pow(self.alpha)
+        expansion = (w * self.lists.gather(intra, idx, cols[:, None]).double()).sum(1)
+        return (s + expansion.view(s.shape)).float()

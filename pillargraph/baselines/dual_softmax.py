@@ -11,10 +11,11 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
+from ..data.neighbors import NeighborLists
 from ._chunks import check_scores
 from .base import Reranker, RetrievalView, chunk_ranges, resolve_chunk_size
 
-__all__ = ["DualSoftmax", "dual_softmax", "dual_softmax_scores"]
+__all__ = ["DualSoftmax", "dual_softmax", "dual_softmax_scores", "DualSoftmaxPairs"]
 
 
 def dual_softmax_scores(sim: Tensor, temperature: float = 1.0,
@@ -81,3 +82,40 @@ def dual_softmax(bundle: SimilarityBundle, temperature: float = 1.0,
     """Functional form of :class:`DualSoftmax`; ``call_kwargs`` go to :meth:`Reranker.__call__`
     (``directions``, ``device``, ``chunk_size``)."""
     return DualSoftmax(temperature=temperature)(bundle, **call_kwargs)
+
+
+class DualSoftmaxPairs:
+    r"""Dual softmax scores of any (query, gallery item) pairs of a split given as neighbour lists.
+
+    The softmax over the queries of gallery item :math:`g` runs over the queries
+    in :math:`g`'s own list (its ``t2i`` list for image queries, its ``i2t``
+    list for caption queries), plus the pair's own query when that list does
+    not hold it. Lists that hold every query give the dense
+    :func:`dual_softmax_scores` exactly; shallower lists leave out the queries
+    that score :math:`g` lowest, whose terms are the smallest of the sum.
+
+    Args:
+        lists (NeighborLists): the split.
+        temperature (float, optional): :math:`\tau` (default: 1).
+    """
+
+    def __init__(self, lists: NeighborLists, temperature: float = 1.0) -> None:
+        DualSoftmax(temperature)  # validates the temperature
+        self.lists, self.temperature = lists, float(temperature)
+        self._norm = {}
+        for kind, reverse in (("i2t", "t2i"), ("t2i", "i2t")):
+            score = lists.lists(reverse)[1].double()
+            top = score[:, :1]
+            self._norm[kind] = (top[:, 0], torch.exp((score - top) / self.temperature).sum(1), reverse)
+
+    def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """Scores of the ``kind`` pairs ``(rows, cols)`` (``'i2t'`` or ``'t2i'``), broadcast together."""
+        if kind not in self._norm:
+            raise ValueError(f"kind: expected 'i2t' or 't2i', got {kind!r}")
+        s = self.lists.gather(kind, rows, cols).double()
+        top, z, reverse = self._norm[kind]
+        cols = torch.broadcast_to(cols.to(s.device), s.shape)
+        top, z = top[cols], z[cols]
+        own = torch.exp((s - top) / self.temperature)
+        stored = self.lists.find(reverse, cols, torch.broadcast_to(rows.to(s.device), s.shape))
+        return (s * own / torch.where(stored, z, z + own)).float()

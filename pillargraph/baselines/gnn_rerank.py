@@ -7,10 +7,12 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
+from ..data.neighbors import NeighborLists
 from .base import Reranker, RetrievalView
-from .joint import RowSlicer, cut_lists, joint_size, joint_topk, row_inner_products, sparse_matmul, sparse_rows
+from .joint import (RowSlicer, cut_lists, joint_size, joint_topk, joint_topk_from_lists, row_inner_products,
+                    sparse_matmul, sparse_pair_products, sparse_rows)
 
-__all__ = ["GNNRerank", "gnn_rerank"]
+__all__ = ["GNNRerank", "gnn_rerank", "GNNRerankPairs"]
 
 
 def _l2_normalize_rows(a: Tensor) -> Tensor:
@@ -78,8 +80,12 @@ class GNNRerank(Reranker):
         """The propagated joint features :math:`A`, a sparse :obj:`[T, T]` COO tensor."""
         n = joint_size(view)
         k1 = min(self.k1, n)
-        k2 = min(self.k2, k1)
         val, idx = joint_topk(view, k1, view.chunk_size, drop_ties=True)
+        return self.propagate(val, idx, n)
+
+    def propagate(self, val: Tensor, idx: Tensor, n: int) -> Tensor:
+        """:math:`A` from the joint top-:math:`k_1` lists (:func:`~pillargraph.baselines.joint.joint_topk`)."""
+        k2 = min(self.k2, idx.shape[1])
         a = sparse_rows(idx, torch.ones_like(val), n)
         # rows of prop are normalised after each product, so each may be scaled freely: relative
         # weights keep the square from overflowing on large scores
@@ -101,6 +107,42 @@ class GNNRerank(Reranker):
         lam = self.lambda_value
         out = cos.mul_(1 - lam).add_(s, alpha=lam) if lam else cos
         return out
+
+
+class GNNRerankPairs:
+    r"""GNN re-ranking scores of any (query, gallery item) pairs of a split given as neighbour lists.
+
+    The joint graph of all images and captions is built from the lists
+    (:func:`~pillargraph.baselines.joint.joint_topk_from_lists`: exact when the
+    four kinds of lists are at least :math:`k_1` deep besides the item itself),
+    propagated once as :class:`GNNRerank` does, and a pair's score is
+    :math:`(1 - \lambda) \langle A_q, A_g \rangle + \lambda\, s(q, g)`. Both
+    directions share the graph, so a pair scores the same either way.
+
+    Args:
+        lists (NeighborLists): the split, with intra lists.
+        k1, k2, lambda_value, layers: as in :class:`GNNRerank`.
+    """
+
+    def __init__(self, lists: NeighborLists, k1: int = 26, k2: int = 7, lambda_value: float = 0.3,
+                 layers: int = 2) -> None:
+        self.method = GNNRerank(k1, k2, lambda_value, layers)
+        self.lists = lists
+        n = lists.num_images + lists.num_texts
+        val, idx = joint_topk_from_lists(lists, min(k1, n), drop_ties=True)
+        self.features = self.method.propagate(val.double(), idx, n)
+
+    def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """Scores of the ``kind`` pairs ``(rows, cols)`` (``'i2t'`` or ``'t2i'``), broadcast together."""
+        if kind not in ("i2t", "t2i"):
+            raise ValueError(f"kind: expected 'i2t' or 't2i', got {kind!r}")
+        s = self.lists.gather(kind, rows, cols)
+        rows, cols = (torch.broadcast_to(t.to(s.device), s.shape) for t in (rows, cols))
+        n = self.lists.num_images
+        img, txt = (rows, cols + n) if kind == "i2t" else (cols, rows + n)
+        cos = sparse_pair_products(self.features, img, txt).view(s.shape)
+        lam = self.method.lambda_value
+        return ((1 - lam) * cos + lam * s.double()).to(s.dtype)
 
 
 def gnn_rerank(bundle: SimilarityBundle, k1: int = 26, k2: int = 7, lambda_value: float = 0.3,

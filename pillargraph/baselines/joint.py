@@ -17,10 +17,11 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ..data.neighbors import NeighborLists
 from .base import RetrievalView, chunk_ranges, resolve_chunk_size
 
 __all__ = ["joint_size", "joint_rows", "joint_values", "joint_topk", "cut_lists", "sparse_rows", "sparse_matmul",
-           "RowSlicer", "row_inner_products"]
+           "RowSlicer", "row_inner_products", "joint_topk_from_lists", "sparse_pair_products"]
 
 
 def joint_size(view: RetrievalView) -> int:
@@ -90,6 +91,74 @@ def joint_topk(view: RetrievalView, k: int, chunk_size: Optional[int] = None,
         vals[a:b], idx[a:b] = v[:, :k], i[:, :k]
         vals[a:b, 0] = diag
     return vals, idx
+
+
+def joint_topk_from_lists(lists: NeighborLists, k: int, drop_ties: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`joint_topk` of the joint graph of all images (ids ``0..N-1``) and captions (``N..N+M-1``),
+    from neighbour lists.
+
+    An image's joint list merges its ``i2i`` and ``i2t`` lists (a caption's its ``t2t`` and
+    ``t2i`` lists), so it equals the dense joint list whenever those lists are at least
+    ``k`` deep besides the item itself: the top ``k`` of a union lie in the union of each
+    part's top ``k``. Both directions share this graph.
+
+    Raises:
+        ValueError: lists too shallow for ``k`` (the message names the kind and the depth needed).
+    """
+    n, m = lists.num_images, lists.num_texts
+    if not 1 <= k <= n + m:
+        raise ValueError(f"k: expected 1..{n + m} (images + captions), got {k}")
+    extra = int(drop_ties and k < n + m)
+    vals, idx = [], []
+    for rows, intra, cross, off_intra, off_cross in ((n, "i2i", "i2t", 0, n), (m, "t2t", "t2i", n, 0)):
+        need = k - 1 + extra
+        for kind in (intra, cross):
+            have = lists.depth(kind) - (kind == intra)
+            if have < min(need, lists.smallest_gallery(kind) - (kind == intra)):
+                raise ValueError(f"{kind}_index: joint lists of {k} items need {kind} lists of depth "
+                                 f"{need + (kind == intra)}, these have {lists.depth(kind)}")
+        ii, vi = lists.lists(intra)
+        ci, cv = lists.lists(cross)
+        own = torch.arange(rows, device=ii.device)
+        self_sim = lists.gather(intra, own, own).to(cv.dtype)
+        vi = vi.to(cv.dtype).masked_fill(ii == own[:, None], float("-inf"))  # the item itself heads the list
+        v, pos = torch.cat([vi, cv], 1).topk(min(need, vi.shape[1] + cv.shape[1]), dim=1)
+        i = torch.cat([ii + off_intra, ci + off_cross], 1).gather(1, pos)
+        if extra and v.shape[1] == need:
+            i = torch.where(v[:, :k - 1] > v[:, k - 1:k], i[:, :k - 1], -1)
+            v = v[:, :k - 1]
+        vals.append(torch.cat([self_sim[:, None], v], 1))
+        idx.append(torch.cat([own[:, None] + off_intra, i], 1))
+    return torch.cat(vals), torch.cat(idx)
+
+
+def sparse_pair_products(a: Tensor, left: Tensor, right: Tensor, chunk: int = 1 << 15) -> Tensor:
+    """Inner products of rows ``left[p]`` and ``right[p]`` of a coalesced sparse COO matrix, for each pair ``p``.
+
+    Each product walks the stored entries of the right row and looks the same
+    columns up in the left row, so memory grows with the pairs, never with
+    :math:`T^2`.
+    """
+    a = a.coalesce()
+    rows, cols = a.indices()
+    values = a.values()
+    width = a.shape[1]
+    keys = rows * width + cols  # sorted: the entries of a coalesced matrix are in row-major order
+    ptr = torch.searchsorted(rows, torch.arange(a.shape[0] + 1, device=rows.device))
+    out = torch.zeros(left.numel(), dtype=values.dtype, device=values.device)
+    left, right = left.reshape(-1).to(rows.device), right.reshape(-1).to(rows.device)
+    for s in range(0, left.numel(), chunk):
+        lo, ro = left[s:s + chunk], right[s:s + chunk]
+        start, count = ptr[ro], ptr[ro + 1] - ptr[ro]
+        pair = torch.repeat_interleave(torch.arange(ro.numel(), device=ro.device), count)
+        first = torch.cumsum(count, 0) - count
+        entry = start[pair] + torch.arange(pair.numel(), device=ro.device) - first[pair]
+        query = lo[pair] * width + cols[entry]
+        at = torch.searchsorted(keys, query).clamp_(max=max(keys.numel() - 1, 0))
+        hit = keys[at] == query
+        prod = torch.where(hit, values[at], torch.zeros((), dtype=values.dtype)) * values[entry]
+        out[s:s + chunk] = torch.zeros(ro.numel(), dtype=values.dtype).index_add_(0, pair, prod)
+    return out
 
 
 def cut_lists(idx: Tensor, vals: Tensor, m: int) -> Tensor:

@@ -2,10 +2,17 @@ r"""Training-free re-ranking straight from top-k neighbour lists.
 
 Most training-free re-rankers read whole columns of the score matrix (a
 gallery item's scores against every query, or its intra-modal row), which
-:class:`~pillargraph.data.NeighborLists` do not hold. KRNN needs only where a
-query stands in each candidate's own ranking of the queries, and the
-transposed kind's lists answer that up to their depth, so it runs on lists of
-any split size here.
+:class:`~pillargraph.data.NeighborLists` do not hold. Some need only what the
+lists hold, or are well approximated by it, and run on lists of any split size
+here:
+
+* KRNN needs only where a query stands in each candidate's own ranking of the
+  queries, which the transposed kind's lists answer up to their depth;
+* dual softmax, GNN re-ranking and alpha-QE score any pair from the lists
+  (:data:`LIST_SCORERS`: :class:`~pillargraph.baselines.dual_softmax.DualSoftmaxPairs`,
+  :class:`~pillargraph.baselines.gnn_rerank.GNNRerankPairs`,
+  :class:`~pillargraph.baselines.alpha_qe.AlphaQEPairs`); each equals the dense
+  method when the lists hold every item, and says what a shallower list leaves out.
 
 Scores stay in the lists' own range: each re-sorted prefix takes the prefix's
 base scores in decreasing order, so the lists stay sorted, the prefix stays
@@ -13,15 +20,19 @@ above the rest, and the result does not depend on the scale of the scores.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Protocol, Tuple
 
 import torch
 from torch import Tensor
 
 from ..data.neighbors import NeighborLists
-from .base import tie_positions
+from .alpha_qe import AlphaQEPairs
+from .base import Reranker, tie_positions
+from .dual_softmax import DualSoftmaxPairs
+from .gnn_rerank import GNNRerankPairs
 
-__all__ = ["krnn_lists", "reverse_ranks_from_lists", "LIST_METHODS"]
+__all__ = ["krnn_lists", "reverse_ranks_from_lists", "LIST_METHODS", "LIST_SCORERS", "PairScores", "list_scores",
+           "rescore_lists"]
 
 _CHUNK = 8192  # queries per reverse-rank block
 
@@ -82,5 +93,59 @@ def krnn_lists(lists: NeighborLists, k1_i2t: int = 15, k1_t2i: int = 20) -> Neig
     return lists.with_lists(**out)
 
 
-#: Training-free methods that run on neighbour lists, by registry name.
-LIST_METHODS: Dict[str, Callable[..., NeighborLists]] = {"krnn": krnn_lists}
+class PairScores(Protocol):
+    """A training-free method's scores of any (query, gallery item) pairs of a split (one object per split)."""
+
+    def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """Scores of the ``kind`` pairs (``'i2t'`` or ``'t2i'``); ``rows`` and ``cols`` broadcast together."""
+        ...
+
+
+#: Methods that score any pair of a split given as neighbour lists, by registry name.
+LIST_SCORERS: Dict[str, Callable[..., PairScores]] = {"dual_softmax": DualSoftmaxPairs,
+                                                      "gnn_rerank": GNNRerankPairs, "alpha_qe": AlphaQEPairs}
+
+
+def list_scores(method: Reranker, lists: NeighborLists) -> PairScores:
+    """``method``'s pair scores on ``lists`` (its :meth:`~pillargraph.baselines.Reranker.params` passed on).
+
+    Raises:
+        ValueError: the method has no neighbour-list form (the message lists those that do).
+    """
+    if method.name not in LIST_SCORERS:
+        raise ValueError(f"{method.name}: needs dense scores (it reads whole rows or columns of the score matrix, "
+                         f"which neighbour lists do not hold); methods that score neighbour lists: "
+                         f"{', '.join(sorted(LIST_SCORERS))}")
+    return LIST_SCORERS[method.name](lists, **method.params())
+
+
+def rescore_lists(lists: NeighborLists, scores: PairScores) -> NeighborLists:
+    """``lists`` with every stored ``i2t`` and ``t2i`` entry re-scored and each row re-sorted.
+
+    The new scores are mapped affinely (so monotonically) onto each row's stored
+    base range, so the lists stay in the lists' own score range and sorted.
+    """
+    out: Dict[str, Tuple[Tensor, Tensor]] = {}
+    for kind in ("i2t", "t2i"):
+        index, base = lists.lists(kind)
+        rows = torch.arange(index.shape[0], device=index.device)[:, None]
+        new = scores.gather(kind, rows, index).double()
+        lo, hi = base.min(1, keepdim=True).values.double(), base.max(1, keepdim=True).values.double()
+        nlo, nhi = new.min(1, keepdim=True).values, new.max(1, keepdim=True).values
+        span = nhi - nlo
+        mapped = torch.where(span > 0, lo + (new - nlo) / span.clamp_min(1e-300) * (hi - lo), base.double())
+        order = torch.sort(mapped, dim=1, descending=True, stable=True).indices
+        out[kind] = (index.gather(1, order), mapped.gather(1, order).to(base.dtype))
+    return lists.with_lists(**out)
+
+
+def _rescorer(name: str) -> Callable[..., NeighborLists]:
+    def run(lists: NeighborLists, **params: Any) -> NeighborLists:
+        return rescore_lists(lists, LIST_SCORERS[name](lists, **params))
+    run.__name__ = f"{name}_lists"
+    return run
+
+
+#: Training-free methods that run on neighbour lists, by registry name: re-ranked lists out.
+LIST_METHODS: Dict[str, Callable[..., NeighborLists]] = {"krnn": krnn_lists,
+                                                         **{name: _rescorer(name) for name in LIST_SCORERS}}

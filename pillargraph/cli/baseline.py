@@ -160,7 +160,8 @@ def add_parser(sub) -> None:
                     "with one, writes OUT.npz.")
     p.add_argument("name", help="method name, e.g. krnn, qb_norm, nnn, dual_softmax, alpha_qe")
     p.add_argument("bundle", help="test bundle .npz, or neighbour lists .npz for the methods that run "
-                                  "on lists (krnn): re-ranked lists are written to --out")
+                                  f"on lists ({', '.join(sorted(LIST_METHODS))}): re-ranked lists are written "
+                                  "to --out")
     p.add_argument("--out", required=True, help="output .npz (see above for two directions)")
     p.add_argument("--bank", default=None,
                    help="query bank .npz (bank_i2t / bank_t2i), for methods that need one")

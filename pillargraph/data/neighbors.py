@@ -770,6 +770,16 @@ class NeighborLists:
                 out[miss] = vals
         return out.view(shape)
 
+    def find(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """Whether each (row, column) pair is stored in the row's ``kind`` list; ``rows`` and ``cols``
+        broadcast together."""
+        check_kind(kind)
+        nrows, ncols = self._rows_cols(kind)
+        rows, cols = torch.broadcast_tensors(self._check_index(rows, nrows, "rows"),
+                                             self._check_index(cols, ncols, "cols"))
+        scratch = torch.empty(rows.numel(), dtype=self.lists(kind)[1].dtype, device=self.device)
+        return self._lookup(kind, rows.reshape(-1), cols.reshape(-1), scratch).view(rows.shape)
+
     # ------------------------------------------------------------------- internals
     def _check_index(self, value: Any, size: int, name: str) -> Tensor:
         t = as_tensor(value, name)

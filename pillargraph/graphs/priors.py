@@ -18,19 +18,24 @@ does, with optional parameters in parentheses::
 A prior inherits the flags of its method: a transductive method (one that reads
 all test queries at once) makes the model transductive. Methods that need a
 query bank or raw embeddings cannot be priors (the builder sees neither).
-Priors need dense scores: a :class:`~pillargraph.SimilarityBundle` or an
-:class:`~pillargraph.data.EpisodicSimilarity` (run per episode); neighbour
-lists alone are refused.
+Priors run on dense scores (a :class:`~pillargraph.SimilarityBundle`, or an
+:class:`~pillargraph.data.EpisodicSimilarity` episode by episode) and, for the
+methods of :data:`~pillargraph.baselines.lists.LIST_SCORERS` (dual softmax, GNN
+re-ranking, alpha-QE), on :class:`~pillargraph.data.NeighborLists` too: their
+scores of any pair come from the lists, equal to the dense ones when the lists
+hold every item (see each scorer for what shallower lists leave out).
 """
 from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Union
 
 from ..baselines import DIRECTIONS, Reranker, get_reranker
+from ..baselines.lists import PairScores, list_scores
 from ..bundle import SimilarityBundle
 from ..data.episodes import EpisodicSimilarity
+from ..data.neighbors import NeighborLists
 from ..data.source import DenseSimilarity, SimilaritySource
 
 __all__ = ["PRIOR_PREFIX", "is_prior", "parse_prior", "prior_reranker", "prior_scores"]
@@ -86,23 +91,30 @@ def prior_reranker(group: str) -> Reranker:
     return method
 
 
-def prior_scores(source: SimilaritySource, method: Reranker) -> Dict[str, SimilaritySource]:
+def prior_scores(source: SimilaritySource, method: Reranker) -> Dict[str, Union[SimilaritySource, PairScores]]:
     """``method``'s re-scored split, one source per direction.
 
     The returned source of direction ``d`` answers ``gather(d, queries,
     candidates)`` with the method's ``d`` scores, with the ids of ``source``
-    (global ids for an episodic split, whose episodes are re-ranked one by one).
+    (global ids for an episodic split, whose episodes are re-ranked one by one;
+    for neighbour lists, :func:`~pillargraph.baselines.lists.list_scores`).
 
     Raises:
-        ValueError: ``source`` holds neighbour lists, not dense scores.
+        ValueError: neighbour lists and a method without a list form, or another kind of source.
     """
+    if isinstance(source, NeighborLists):
+        try:
+            scores = list_scores(method, source)
+        except ValueError as err:
+            raise ValueError(f"node_features: prior {method.name} on neighbour lists: {err}") from None
+        return {d: scores for d in DIRECTIONS}
     if isinstance(source, DenseSimilarity):
         bundles = [source.bundle]
     elif isinstance(source, EpisodicSimilarity):
         bundles = [source.episode(e) for e in range(source.num_episodes)]
     else:
-        raise ValueError(f"node_features: prior {method.name} needs dense scores (a bundle or episodes), "
-                         f"not {type(source).__name__}; neighbour lists hold too little of the matrix")
+        raise ValueError(f"node_features: prior {method.name} needs a bundle, episodes or neighbour lists, "
+                         f"not {type(source).__name__}")
     scored = [method(b) for b in bundles]
 
     def wrap(direction: str) -> SimilaritySource:

@@ -39,6 +39,7 @@ class FittedReranker:
         result: the :class:`~pillargraph.train.TrainResult` (history, best epoch, fusion).
         seconds: wall time of training and selection.
         recipe: the :class:`~pillargraph.train.Recipe` it was trained with, if any.
+        config: the training config it was trained with.
     """
 
     model: PillarReranker
@@ -46,6 +47,7 @@ class FittedReranker:
     result: TrainResult
     seconds: float
     recipe: Optional[Recipe] = None
+    config: Optional[TrainConfig] = None
 
     @property
     def transductive(self) -> bool:
@@ -72,6 +74,7 @@ class FittedReranker:
         """The builder, model and training settings, for results files."""
         return {"recipe": None if self.recipe is None else self.recipe.record(),
                 "builder": self.builder.config, "model": self.model.to_config(),
+                "train": None if self.config is None else self.config.to_dict(),
                 "fusion": self.result.fusion, "best_epoch": self.result.best_epoch,
                 "epochs_run": self.result.epochs_run}
 
@@ -133,4 +136,4 @@ def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mappin
     t0 = time.perf_counter()
     trainer = Trainer(net, builder, config, out_dir=out_dir, device=device, progress=progress, run_info=run_info)
     result = trainer.fit(train, dev, resume=resume, on_epoch_end=on_epoch_end)
-    return FittedReranker(net, builder, result, time.perf_counter() - t0, recipe)
+    return FittedReranker(net, builder, result, time.perf_counter() - t0, recipe, config)

@@ -92,11 +92,49 @@ def test_bad_priors_are_refused_at_construction(group, message):
         PillarGraphBuilder(**CFG, node_features=(group,))
 
 
-def test_priors_need_dense_scores():
+LIST_PRIORS = [DUAL, "prior:gnn_rerank(k1=4, k2=2)", "prior:alpha_qe(n=3)"]
+
+
+@pytest.mark.parametrize("direction", ["i2t", "t2i"])
+@pytest.mark.parametrize("group", LIST_PRIORS)
+def test_list_priors_equal_the_dense_ones_when_the_lists_hold_every_item(group, direction):
+    b = random_score_bundle(n=10, seed=6)
+    complete = NeighborLists.from_bundle(b, k=b.num_texts)  # every list holds the whole gallery
+    builder = PillarGraphBuilder(**CFG, node_features=("rank", group))
+    dense = builder.build(b, direction).graphs
+    lists = PillarGraphBuilder(**builder.config).build(complete, direction).graphs
+    assert torch.equal(dense.node_index, lists.node_index)
+    torch.testing.assert_close(prior_columns(builder, lists, group), prior_columns(builder, dense, group),
+                               atol=1e-5, rtol=0)
+    # mirrored lists read pairs outside the lists' prefixes: the same columns there too
+    caps = torch.arange(3)
+
+    def mirror(data):
+        fresh = PillarGraphBuilder(**builder.config)
+        i2t, t2i = fresh.build(data, "i2t"), fresh.build(data, "t2i")
+        return fresh.mirror(data, i2t.graphs[b.txt2img[caps]], caps, t2i.pillars[caps],
+                            torch.Generator().manual_seed(0)).x
+    torch.testing.assert_close(mirror(complete), mirror(b), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("group", LIST_PRIORS)
+def test_list_pair_scores_equal_the_dense_method_for_any_pair(group):
+    from pillargraph.baselines.lists import list_scores
+    from pillargraph.graphs.priors import prior_reranker
+    b = random_score_bundle(n=9, seed=8)
+    method = prior_reranker(group)
+    dense = method(b)
+    scores = list_scores(method, NeighborLists.from_bundle(b, k=b.num_texts))
+    rows, cols = torch.arange(b.num_images)[:, None], torch.arange(b.num_texts)[None, :]
+    torch.testing.assert_close(scores.gather("i2t", rows, cols).double(), dense["i2t"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores.gather("t2i", cols.T, rows.T).double(), dense["t2i"].T, atol=1e-5, rtol=0)
+
+
+def test_priors_without_a_list_form_are_refused_on_lists():
     b = random_bundle(seed=2)
     lists = NeighborLists.from_bundle(b, k=8)
-    with pytest.raises(ValueError, match="needs dense scores"):
-        PillarGraphBuilder(**CFG, node_features=(DUAL,)).build(lists, "i2t")
+    with pytest.raises(ValueError, match="prior krnn on neighbour lists: krnn: needs dense scores"):
+        PillarGraphBuilder(**CFG, node_features=("prior:krnn(k1_i2t=5, k1_t2i=5)",)).build(lists, "i2t")
 
 
 def test_scale_invariance_of_a_scale_invariant_prior():
