@@ -16,16 +16,26 @@ Protocols:
   (1000 consecutive images and their captions) train on the other four folds,
   select on COCO dev, test on fold ``f``; every metric is averaged over folds.
 
+* ``f30k``: the paper's own setting: train on the Flickr30K-train proxy (29,000
+  images), select on Flickr30K dev, test on Flickr30K test.
+* ``f30k-coco``: the f30k models, fusion selected on COCO dev, tested on COCO 1K
+  (5 folds, averaged) and COCO 5K (with ECCV Caption and CxC metrics).
+
 Every test bundle gets the base scores, every training-free re-ranker (bank
 methods use a query bank from the protocol's dev split, scored with the same
-cross-modal encoder) and the learned re-ranker alone and with the dev-selected
-base fusion. Writes ``OUT.md`` (command first), ``OUT.json`` (config and every
-number) and ``OUT.png`` (rSum change against the base per method, one panel per
-combo and protocol), each atomically.
+cross-modal encoder) and each learned recipe (``--recipes``, from
+``pillargraph.train.recipes``, trained as ``pillargraph train --recipe`` trains
+it) alone and with the dev-selected base fusion. Writes ``OUT.md`` (command
+first), ``OUT.json`` (config, every number, time and peak memory per stage) and
+``OUT.png`` (rSum change against the base per method, one panel per combo and
+protocol), each atomically.
 
     python benchmarks/caption_proxy.py [--combos minilm:minilm,tfidf:minilm] [--protocols transfer,coco1k]
-        [--epochs 3] [--seed 0] [--folds 5] [--methods a,b] [--fold-methods a,b] [--limit N]
-        [--out benchmarks/results/caption_proxy]
+        [--recipes paper,inductive,transductive] [--epochs N] [--seeds 0,1,2] [--folds 5] [--methods a,b]
+        [--fold-methods a,b] [--limit N] [--out benchmarks/results/caption_proxy]
+
+Time: the f30k protocols on all 29,000 training images take hours per combo on 2
+cores (each recipe and seed trains on the whole split); ``--train-images`` cuts that.
 
 These numbers are text-to-text retrieval results, NOT image-text results.
 """
@@ -60,12 +70,11 @@ from pillargraph.data import ProxyEmbeddings, caption_proxy_bundle, caption_prox
 from pillargraph.metrics import fold_slices
 from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import FusionChoice, combine_any, direction_scores, rerank_scores, select_fusion_weights
-from pillargraph.train import FittedReranker, TrainConfig, fit_reranker
+from pillargraph.train import FittedReranker, Recipe, fit_reranker
 
-from benchmarks.common import VARIANTS, command_line, log, peak_rss_gib, variant
+from benchmarks.common import VARIANTS, ProxyTrain, command_line, log, peak_rss_gib, variant
 
 ENCODERS = ("minilm", "tfidf")
-DEFAULT_EPOCHS = 3
 PROTOCOLS = {
     "transfer": {"train": "coco_testall", "dev": "f30k_dev", "test": "f30k_test",
                  "title": "transfer: train COCO 5K proxy, select on Flickr30K dev, test Flickr30K test"},
@@ -83,15 +92,44 @@ PROTOCOLS = {
 #: protocols that train on the Flickr30K-train proxy (one model per combo and seed, shared between them)
 PAPER_PROTOCOLS = ("f30k", "f30k-coco")
 TUNED, TUNED_FUSED = "{} (dev-tuned)", "{} (dev-tuned + fusion)"
-LEARNED = "pillargraph (learned)"
-LEARNED_FUSED = "pillargraph (learned + dev-selected base fusion)"
-# the learned re-ranker reads the intra matrices and was trained on a labelled split; no bank, one query at a time
+# the learned re-ranker reads the intra matrices and was trained on a labelled split; no bank
 LEARNED_NEEDS = {"intra": True, "bank": False, "embeddings": False, "transductive": False}
 RECALLS = tuple(f"{d}_r{k}" for d in DIRECTIONS for k in (1, 5, 10))
 FLAGS = ("intra", "bank", "embeddings", "transductive")
 
 
 # ------------------------------------------------------------------ small helpers
+def learned_labels(name: str) -> Tuple[str, str]:
+    """Row names of a recipe's learned scores alone and with the dev-selected base fusion."""
+    return f"pillargraph {name} (learned)", f"pillargraph {name} (learned + dev-selected base fusion)"
+
+
+def is_learned(method: str) -> bool:
+    """Whether a row is a learned re-ranker's (any recipe; ``pillargraph (learned)`` in older results)."""
+    return method.startswith("pillargraph ")
+
+
+def learned_pairs(rows: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """``(recipe, learned row, fused row)`` of every recipe in ``{method: row}`` (older results: recipe '')."""
+    out = []
+    for method, row in rows.items():
+        if is_learned(method) and method.endswith(" (learned)"):
+            name = method[len("pillargraph "):-len(" (learned)")] if method != "pillargraph (learned)" else ""
+            fused = method[:-len("(learned)")] + "(learned + dev-selected base fusion)"
+            if fused in rows:
+                out.append((name, row, rows[fused]))
+    return out
+
+
+def learned_recipes(args) -> Dict[str, Recipe]:
+    """The recipes of ``--recipes`` by name, with ``--epochs`` when given."""
+    out = {}
+    for name in args.recipes:
+        r = variant(name)
+        out[name] = r.override(train={"epochs": args.epochs}) if args.epochs is not None else r
+    return out
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,47 +213,53 @@ def dev_bank(test: SimilarityBundle, dev: SimilarityBundle) -> Tuple[Optional[Qu
 
 
 # ------------------------------------------------------------------ learned re-ranker
-def train_model(train: SimilarityBundle, dev: SimilarityBundle, args) -> Tuple[FittedReranker, Dict]:
-    """The transfer/coco1k protocols' model: the ``--learned`` settings, one seed."""
-    cfg, config = learned_settings(args)
-    fitted = fit_reranker(train, dev, cfg["builder"], cfg["model"], TrainConfig(**{**config.to_dict(),
-                                                                                  "seed": args.seed}),
-                          device=args.device)
+def train_model(train: SimilarityBundle, dev: SimilarityBundle, recipe: Recipe, args) -> Tuple[FittedReranker, Dict]:
+    """The transfer/coco1k protocols' model: one recipe, one seed, trained as ``pillargraph train`` trains it."""
+    fitted = fit_reranker(train, dev, recipe=recipe, seed=args.seed, device=args.device)
     r = fitted.result
-    info = {"train_images": train.num_images, "train_texts": train.num_texts,
-            "dev_images": dev.num_images, "epochs": args.epochs, "epochs_run": r.epochs_run,
+    info = {"recipe": recipe.name, "train_images": train.num_images, "train_texts": train.num_texts,
+            "dev_images": dev.num_images, "epochs": recipe.train.get("epochs"), "epochs_run": r.epochs_run,
             "best_epoch": r.best_epoch, "best_dev_rsum": r.best_dev_rsum,
             "fusion": r.fusion, "train_seconds": round(fitted.seconds, 1),
             "dev_history": r.dev_history()}
     return fitted, info
 
 
-def learned_extra(fitted: FittedReranker, test: SimilarityBundle, device: Optional[str]) -> Tuple[Dict, Dict, float]:
+def learned_extra(name: str, fitted: FittedReranker, test: SimilarityBundle,
+                  device: Optional[str]) -> Tuple[Dict, Dict, float]:
     t0 = time.perf_counter()
     scores = fitted.rescore(test, device=device)
     needs = dict(LEARNED_NEEDS, transductive=fitted.transductive)
-    extra = {LEARNED: scores["learned"], LEARNED_FUSED: scores["fused"]}
-    return extra, {LEARNED: needs, LEARNED_FUSED: needs}, time.perf_counter() - t0
+    alone, fused = learned_labels(name)
+    return {alone: scores["learned"], fused: scores["fused"]}, {alone: needs, fused: needs}, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------ one test bundle
 def run_case(test: SimilarityBundle, dev: SimilarityBundle, train: SimilarityBundle,
              methods: Optional[List[str]], args) -> Tuple[ComparisonReport, Dict]:
-    fitted, info = train_model(without_embeddings(train), without_embeddings(dev), args)
-    log(f"    trained: best epoch {info['best_epoch']}, dev rSum {info['best_dev_rsum']:.2f}, "
-        f"fusion {info['fusion']}, {info['train_seconds']}s")
-    extra, needs, secs = learned_extra(fitted, test, args.device)
-    del fitted
+    extra, needs, secs, infos = {}, {}, {}, {}
+    for name, recipe in learned_recipes(args).items():
+        fitted, info = train_model(without_embeddings(train), without_embeddings(dev), recipe, args)
+        log(f"    trained {name}: best epoch {info['best_epoch']}, dev rSum {info['best_dev_rsum']:.2f}, "
+            f"fusion {info['fusion']}, {info['train_seconds']}s")
+        e, n, secs[name] = learned_extra(name, fitted, test, args.device)
+        extra.update(e)
+        needs.update(n)
+        infos[name] = info
+        del fitted
     bank, why = dev_bank(test, dev)
-    info["bank"] = why or "dev split anchors/captions, cross-modal encoder"
+    for info in infos.values():
+        info["bank"] = why or "dev split anchors/captions, cross-modal encoder"
     t0 = time.perf_counter()
     report = compare(test, methods=methods, bank=bank, device=args.device, extra=extra, extra_needs=needs)
-    for label in (LEARNED, LEARNED_FUSED):
-        report.row(label).seconds = secs  # graph building + both re-rankings, shared
+    for name in infos:
+        for label in learned_labels(name):
+            report.row(label).seconds = secs[name]  # graph building + both re-rankings, shared
     log(f"    compared {len(report.rows)} rows in {time.perf_counter() - t0:.1f}s: base rSum "
-        f"{report.base['rsum']:.2f}, learned {report.row(LEARNED).metrics['rsum']:.2f}, "
-        f"+fusion {report.row(LEARNED_FUSED).metrics['rsum']:.2f}")
-    return report, info
+        f"{report.base['rsum']:.2f}, " + ", ".join(
+            f"{n} {report.row(learned_labels(n)[0]).metrics['rsum']:.2f} / "
+            f"+fusion {report.row(learned_labels(n)[1]).metrics['rsum']:.2f}" for n in infos))
+    return report, infos
 
 
 def average_reports(reports: List[ComparisonReport]) -> Dict[str, Any]:
@@ -282,20 +326,24 @@ def run_protocol(name: str, data: Bundles, args) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------ paper-scale protocols (f30k, f30k-coco)
 class PaperData:
-    """The Flickr30K-train proxy of one combo, its models (one per seed) and dev tunings, shared by protocols."""
+    """The Flickr30K-train proxy of one combo (in the form the CLI reads for each recipe), its models (one per
+    recipe and seed) and dev tunings, shared by protocols; ``stages`` records time and peak memory of each step."""
 
     def __init__(self, cross: str, intra: str, args) -> None:
         t0 = time.perf_counter()
-        self.emb: ProxyEmbeddings = caption_proxy_embeddings("f30k_train", cross, intra)
-        if args.train_images is not None:
-            self.emb = self.emb.subset(torch.arange(min(args.train_images, self.emb.num_images)))
-        self.train = (self.emb.episodes(args.episode_images) if args.episode_images
-                      else self.emb.lists(args.lists_k))
-        self.models: Dict[int, FittedReranker] = {}
+        self.proxy = ProxyTrain(f"{cross}:{intra}", args.train_images or 29000, args.train_form, args.lists_k)
+        self.emb: ProxyEmbeddings = self.proxy.emb
+        self.models: Dict[Tuple[str, int], FittedReranker] = {}
         self.tuned: Dict[str, Dict[str, TunedReranker]] = {}
         self.selected_on: Optional[str] = None  # the dev split that chose the models' epochs and fusion
-        log(f"  train proxy f30k_train ({cross}:{intra}): {self.emb.num_images} images x "
-            f"{self.emb.num_texts} captions as {self.train!r}, {time.perf_counter() - t0:.1f}s")
+        self.stages: List[Dict[str, Any]] = []
+        self.stage(f"load the f30k_train proxy ({cross}:{intra})", t0)
+
+    def stage(self, what: str, t0: float) -> None:
+        """Record a finished step: its wall time since ``t0`` and the process's peak memory so far."""
+        self.stages.append({"stage": what, "seconds": round(time.perf_counter() - t0, 1),
+                            "peak_rss_gib": round(peak_rss_gib(), 2)})
+        log(f"  stage: {what}: {self.stages[-1]['seconds']}s, peak RSS {self.stages[-1]['peak_rss_gib']} GiB")
 
     def tuning_bank(self, dev: SimilarityBundle, images: int = 1000) -> QueryBank:
         """Bank methods are tuned on dev with a bank of training anchors and captions (never dev itself)."""
@@ -303,23 +351,24 @@ class PaperData:
         return QueryBank.from_embeddings(dev, bank_img_emb=sub.img_emb, bank_txt_emb=sub.txt_emb)
 
 
-def learned_settings(args) -> Tuple[Dict[str, Any], TrainConfig]:
-    """The learned re-ranker's settings: the dev-chosen variant (see learned_search.py) and epochs."""
-    cfg = variant(args.learned)
-    return cfg, TrainConfig(epochs=args.epochs, **cfg["train"])
-
-
-def fit_models(data: PaperData, dev: SimilarityBundle, args) -> Dict[int, FittedReranker]:
-    """One model per seed, epoch chosen on ``dev`` (the first protocol's dev split; later ones reuse it)."""
-    cfg, config = learned_settings(args)
-    for seed in args.seeds:
-        if seed not in data.models:
-            fitted = fit_reranker(data.train, without_embeddings(dev), cfg["builder"], cfg["model"],
-                                  config=TrainConfig(**{**config.to_dict(), "seed": seed}), device=args.device)
-            data.models[seed] = fitted
-            log(f"    seed {seed}: best epoch {fitted.result.best_epoch + 1}/{fitted.result.epochs_run}, dev rSum "
-                f"{fitted.result.best_dev_rsum:.2f}, fusion {fitted.result.fusion}, {fitted.seconds:.0f}s, "
-                f"peak RSS {peak_rss_gib():.1f} GiB")
+def fit_models(data: PaperData, dev: SimilarityBundle, args) -> Dict[Tuple[str, int], FittedReranker]:
+    """One model per recipe and seed, epoch chosen on ``dev`` (the first protocol's dev split; later ones reuse it),
+    each trained by ``fit_reranker(recipe=...)`` on the split as the CLI reads it."""
+    for name, recipe in learned_recipes(args).items():
+        todo = [seed for seed in args.seeds if (name, seed) not in data.models]
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        train = data.proxy.train_for(recipe)
+        data.stage(f"training split for {name} ({data.proxy.label(recipe)})", t0)
+        for seed in todo:
+            t0 = time.perf_counter()
+            fitted = fit_reranker(train, without_embeddings(dev), recipe=recipe, seed=seed, device=args.device,
+                                  episode_seed=data.proxy.episode_seed)
+            data.models[(name, seed)] = fitted
+            log(f"    {name} seed {seed}: fusion {fitted.result.fusion}")
+            data.stage(f"train {name} seed {seed} (best epoch {fitted.result.best_epoch + 1}/"
+                       f"{fitted.result.epochs_run}, dev rSum {fitted.result.best_dev_rsum:.2f})", t0)
     return data.models
 
 
@@ -341,9 +390,9 @@ def tune_all(data: PaperData, key: str, dev: SimilarityBundle, methods: List[str
     return data.tuned[key]
 
 
-def merge_seeds(report: ComparisonReport, seeds: List[int]) -> None:
-    """Replace the per-seed learned rows by their mean (per-seed rSum and spread kept on the row)."""
-    for label in (LEARNED, LEARNED_FUSED):
+def merge_seeds(report: ComparisonReport, names: List[str], seeds: List[int]) -> None:
+    """Replace each recipe's per-seed learned rows by their mean (per-seed rSum and spread kept on the row)."""
+    for label in [lab for name in names for lab in learned_labels(name)]:
         per = [report.row(f"{label} [seed {s}]") for s in seeds]
         row = per[0]
         rsums = [p.metrics["rsum"] for p in per]  # before row 0's metrics become the mean
@@ -357,7 +406,7 @@ def merge_seeds(report: ComparisonReport, seeds: List[int]) -> None:
         report.rows = [r for r in report.rows if r not in per[1:]]
 
 
-def paper_case(test: SimilarityBundle, data: PaperData, fusions: Dict[int, FusionChoice],
+def paper_case(test: SimilarityBundle, data: PaperData, fusions: Dict[Tuple[str, int], FusionChoice],
                tuned: Dict[str, TunedReranker], bank: Optional[QueryBank], methods: List[str], args,
                multi_positive: bool = False) -> ComparisonReport:
     """One test bundle: base, defaults, tuned, tuned + fusion, and the learned rows (mean over seeds).
@@ -390,13 +439,15 @@ def paper_case(test: SimilarityBundle, data: PaperData, fusions: Dict[int, Fusio
                                                        if getattr(bank, k) is not None}
     if multi_positive:
         report.config["base_multi_positive"] = coco5k_eccv_cxc(test, anchor=0)
-    merge_seeds(report, args.seeds)
-    log(f"    base rSum {report.base['rsum']:.2f}, learned {report.row(LEARNED).metrics['rsum']:.2f}, "
-        f"+fusion {report.row(LEARNED_FUSED).metrics['rsum']:.2f}, peak RSS {peak_rss_gib():.1f} GiB")
+    merge_seeds(report, args.recipes, args.seeds)
+    log(f"    base rSum {report.base['rsum']:.2f}, " + ", ".join(
+        f"{n} {report.row(learned_labels(n)[0]).metrics['rsum']:.2f} / +fusion "
+        f"{report.row(learned_labels(n)[1]).metrics['rsum']:.2f}" for n in args.recipes)
+        + f", peak RSS {peak_rss_gib():.1f} GiB")
     return report
 
 
-def case_rows(test: SimilarityBundle, data: PaperData, fusions: Dict[int, FusionChoice],
+def case_rows(test: SimilarityBundle, data: PaperData, fusions: Dict[Tuple[str, int], FusionChoice],
               tuned: Dict[str, TunedReranker], bank: Optional[QueryBank], methods: List[str], args):
     """``(label, make_scores, flags)`` of every row of a test case, each computed only when asked for."""
     for m in methods:
@@ -413,35 +464,43 @@ def case_rows(test: SimilarityBundle, data: PaperData, fusions: Dict[int, Fusion
             # the fused row blends the scores just made (the method runs once for both rows)
             yield TUNED_FUSED.format(m), (lambda t=t, kept=kept, again=tuned_scores: t.fuse(
                 test.to(args.device), kept.pop("s") if "s" in kept else again())), flags
-    for seed, fitted in data.models.items():
+    for (name, seed), fitted in data.models.items():
         flags = dict(LEARNED_NEEDS, transductive=fitted.transductive)
-        f = fusions[seed]
+        f = fusions[(name, seed)]
         cache = {}
+        alone, fused = learned_labels(name)
 
         def scored(fitted=fitted, cache=cache):
             if "s" not in cache:
                 cache["s"] = rerank_scores(fitted.model, test, fitted.builder, device=args.device)
             return cache["s"]
-        yield (f"{LEARNED} [seed {seed}]",
+        yield (f"{alone} [seed {seed}]",
                lambda scored=scored, f=f: direction_scores(combine_any(test, scored(), 1.0, 1.0, f.output)), flags)
-        yield (f"{LEARNED_FUSED} [seed {seed}]",
+        yield (f"{fused} [seed {seed}]",
                lambda scored=scored, f=f: direction_scores(combine_any(test, scored(), f.i2t, f.t2i, f.output)), flags)
         cache.clear()  # after both rows were made: the learned scores are freed
 
 
-def learned_info(data: PaperData, fusions: Dict[int, FusionChoice]) -> Dict[str, Any]:
-    f0 = data.models[min(data.models)]
-    return {"train_images": data.emb.num_images, "train_texts": data.emb.num_texts, "train_form": repr(data.train),
-            "settings": f0.settings(), "transductive": f0.transductive,
-            "seeds": {s: {"best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run,
-                          "best_dev_rsum": m.result.best_dev_rsum, "fusion": fusions[s].as_dict(),
-                          "train_seconds": round(m.seconds, 1),
-                          "dev_history": m.result.dev_history()}
-                      for s, m in data.models.items()},
-            # the single-run keys the report reads
-            "best_epoch": f0.result.best_epoch, "epochs_run": f0.result.epochs_run,
-            "best_dev_rsum": f0.result.best_dev_rsum, "fusion": fusions[min(fusions)].as_dict(),
-            "train_seconds": round(f0.seconds, 1)}
+def learned_info(data: PaperData, fusions: Dict[Tuple[str, int], FusionChoice], args) -> Dict[str, Any]:
+    """Per recipe: its training data, settings and, per seed, the epoch, dev rSum, fusion and training time."""
+    out = {}
+    for name, recipe in learned_recipes(args).items():
+        seeds = sorted(s for n, s in data.models if n == name)
+        f0 = data.models[(name, seeds[0])]
+        out[name] = {"train_images": data.emb.num_images, "train_texts": data.emb.num_texts,
+                     "train_form": data.proxy.label(recipe), "settings": f0.settings(),
+                     "transductive": f0.transductive,
+                     "seeds": {s: {"best_epoch": data.models[(name, s)].result.best_epoch,
+                                   "epochs_run": data.models[(name, s)].result.epochs_run,
+                                   "best_dev_rsum": data.models[(name, s)].result.best_dev_rsum,
+                                   "fusion": fusions[(name, s)].as_dict(),
+                                   "train_seconds": round(data.models[(name, s)].seconds, 1),
+                                   "dev_history": data.models[(name, s)].result.dev_history()} for s in seeds},
+                     # the single-run keys the report reads
+                     "best_epoch": f0.result.best_epoch, "epochs_run": f0.result.epochs_run,
+                     "best_dev_rsum": f0.result.best_dev_rsum, "fusion": fusions[(name, seeds[0])].as_dict(),
+                     "train_seconds": round(f0.seconds, 1)}
+    return out
 
 
 def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List[Dict[str, Any]]:
@@ -451,10 +510,16 @@ def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List
     dev = data.get(spec["dev"])
     models = fit_models(paper, dev, args)
     paper.selected_on = paper.selected_on or spec["dev"]
-    fusions = {s: (FusionChoice(**m.result.fusion) if spec["dev"] == paper.selected_on else
-                   select_fusion_weights(m.model, without_embeddings(dev), m.builder, device=args.device))
-               for s, m in models.items()}
+    t0_fusion = time.perf_counter()
+    fusions = {k: (FusionChoice(**m.result.fusion) if spec["dev"] == paper.selected_on else
+                   select_fusion_weights(m.model, without_embeddings(dev), m.builder, device=args.device,
+                                         output=m.config.fusion_outputs))
+               for k, m in models.items()}
+    if spec["dev"] != paper.selected_on:
+        paper.stage(f"fusion of every model selected on {spec['dev']}", t0_fusion)
+    t0_tune = time.perf_counter()
     tuned = tune_all(paper, spec["dev"], dev, args.methods, args)
+    paper.stage(f"dev tuning of the training-free methods on {spec['dev']}", t0_tune)
     tests = ([("f30k", spec["test"], [None])] if name == "f30k" else
              [("coco1k", spec["test"], fold_slices(data.get(spec["test"]).num_images, args.folds)[:args.max_folds]),
               ("coco5k", spec["test"], [None])])
@@ -470,13 +535,16 @@ def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List
                 f"{test.num_images} x {test.num_texts}")
             bank, why = dev_bank(test, dev)
             methods = args.methods if label != "coco5k" else args.methods_5k
+            t0_case = time.perf_counter()
             try:
                 report = paper_case(test, paper, fusions, tuned, bank, methods, args,
                                     multi_positive=label == "coco5k" and not args.limit)
             except (RuntimeError, ValueError, ModuleNotFoundError) as err:  # keep what the other tests gave
                 log(f"    {label} failed: {type(err).__name__}: {err}")
                 break
-            cases.append((f"{split}" + ("" if idx is None else f" fold {f + 1}"), report, learned_info(paper, fusions)))
+            paper.stage(f"test {split}{'' if idx is None else f' fold {f + 1}'}: every row", t0_case)
+            cases.append((f"{split}" + ("" if idx is None else f" fold {f + 1}"), report,
+                          learned_info(paper, fusions, args)))
         reports = [c[1] for c in cases]
         if not reports:
             continue
@@ -487,7 +555,8 @@ def run_paper_protocol(name: str, data: Bundles, paper: PaperData, args) -> List
                         "table": table, "tuned": {m: t.as_dict() for m, t in tuned.items()},
                         "cases": [{"test": t, "learned": info, "report": json.loads(r.to_json())}
                                   for t, r, info in cases],
-                        "seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak_rss_gib(), 2)})
+                        "seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(peak_rss_gib(), 2),
+                        "stages": list(paper.stages)})
     return results
 
 
@@ -501,30 +570,38 @@ def _ok_rows(table: Dict) -> List[Dict]:
 
 
 def _training_free(table: Dict) -> List[Dict]:
-    return [r for r in _ok_rows(table) if r["method"] not in (LEARNED, LEARNED_FUSED)]
+    return [r for r in _ok_rows(table) if not is_learned(r["method"])]
 
 
-def summary_line(res: Dict) -> Dict[str, Any]:
+def summary_lines(res: Dict) -> List[Dict[str, Any]]:
+    """One summary per learned recipe of a result: its rows against the base and the training-free rows."""
     t = res["table"]
     rows = {r["method"]: r for r in _ok_rows(t)}
     tf = sorted(_training_free(t), key=lambda r: -r["metrics"]["rsum"])
     best = tf[0] if tf else None
-    fused = rows[LEARNED_FUSED]["metrics"]["rsum"]
-    learned_transductive = bool(rows[LEARNED_FUSED]["needs"].get("transductive"))
-    return {"base": t["base"]["rsum"], "learned": rows[LEARNED]["metrics"]["rsum"], "fused": fused,
-            "best_tf": best["method"] if best else None, "best_tf_rsum": best["metrics"]["rsum"] if best else None,
-            "tf_above_fused": [r["method"] for r in tf if r["metrics"]["rsum"] > fused],
-            "tf_same_flags_above_fused": [r["method"] for r in tf if r["metrics"]["rsum"] > fused
-                                          and not r["needs"].get("bank") and (not r["needs"].get("transductive")
-                                                                              or learned_transductive)],
-            "learned_transductive": learned_transductive,
-            "fusion": [c["learned"]["fusion"] for c in res["cases"]]}
+    out = []
+    for name, alone, fused_row in learned_pairs(rows):
+        fused = fused_row["metrics"]["rsum"]
+        transductive = bool(fused_row["needs"].get("transductive"))
+        # the rows that read no more than this recipe: no bank, and transductive only if it is
+        fair = [r for r in tf if not r["needs"].get("bank") and (not r["needs"].get("transductive") or transductive)]
+        inductive_tf = [r for r in tf if not r["needs"].get("transductive")]  # bank methods included
+        out.append({"recipe": name, "base": t["base"]["rsum"], "learned": alone["metrics"]["rsum"], "fused": fused,
+                    "best_tf": best["method"] if best else None,
+                    "best_tf_rsum": best["metrics"]["rsum"] if best else None,
+                    "best_inductive_tf": inductive_tf[0]["method"] if inductive_tf else None,
+                    "best_inductive_tf_rsum": inductive_tf[0]["metrics"]["rsum"] if inductive_tf else None,
+                    "tf_above_fused": [r["method"] for r in tf if r["metrics"]["rsum"] > fused],
+                    "tf_same_flags_above_fused": [r["method"] for r in fair if r["metrics"]["rsum"] > fused],
+                    "learned_transductive": transductive})
+    return out
 
 
 def seed_lines(res: Dict) -> List[str]:
-    """Per-seed rSum of the learned rows (mean over the result's test cases) and their spread."""
+    """Per-seed rSum of every learned row (mean over the result's test cases) and their spread."""
     out = []
-    for label in (LEARNED, LEARNED_FUSED):
+    labels = [r["method"] for r in res["cases"][0]["report"]["rows"] if is_learned(r["method"])]
+    for label in labels:
         per_case = [next(r for r in c["report"]["rows"] if r["method"] == label)["params"].get("rsum_per_seed")
                     for c in res["cases"]]
         if not per_case or per_case[0] is None:
@@ -573,13 +650,23 @@ def tuning_lines(res: Dict) -> List[str]:
     return out
 
 
+def recipe_note(rec: Dict) -> str:
+    """One recipe's settings in a sentence (its record, see ``Recipe.record``)."""
+    episodes = (f"episodes of {','.join(map(str, rec['episode_images']))} images" if rec["episode_images"]
+                else "the whole training split")
+    return (f"`{rec['name']}` (reads {rec['reads']}; trains on {episodes}; builder {rec['builder']}, model "
+            f"{rec['model']}, training {rec['train']}" + (f"; overrides {rec['overrides']}" if rec["overrides"]
+                                                         else "") + ")")
+
+
 def learned_note(cfg: Dict) -> str:
     """The settings paragraph of the report."""
-    lr = cfg["learned"]
     paper = any(p in PAPER_PROTOCOLS for p in cfg["protocols"])
-    return (f"Learned re-ranker (`{lr.get('variant', 'paper')}` settings): `PillarGraphBuilder({lr['builder']})`, "
-            f"`PillarReranker({lr['model']})`, training overrides {lr['train'] or 'none'}, "
-            f"{cfg['epochs']} epochs, seeds {cfg.get('seeds', [cfg['seed']])} (learned rows are the mean over "
+    recipes = cfg.get("recipes")
+    what = ("Learned re-rankers, one per recipe of `pillargraph.train.recipes`, trained as `pillargraph train "
+            "--recipe NAME` trains them: " + "; ".join(recipe_note(r) for r in recipes.values()) + ". "
+            if recipes else f"Learned re-ranker settings: {cfg.get('learned')}. ")
+    return (what + f"Seeds {cfg.get('seeds', [cfg['seed']])} (learned rows are the mean over "
             f"seeds; per-seed rSum and spread below each table); best epoch and base-fusion weights selected on "
             f"the protocol's dev split (f30k-coco reuses the f30k models, whose epoch was chosen on Flickr30K "
             f"dev, and selects its fusion on COCO dev); CPU, {cfg['torch_threads']} torch threads on a shared "
@@ -600,37 +687,42 @@ def summary_section(payload: Dict) -> List[str]:
     """The summary table and its honest reading."""
     out: List[str] = []
     out += ["## Summary (rSum)", "",
-            "| combo | protocol | base | learned | learned + fusion | best training-free | "
-            "training-free above learned + fusion |",
-            "|---|---|---:|---:|---:|---|---|"]
+            "| combo | protocol | recipe | base | learned | learned + fusion | best training-free | "
+            "best not transductive (bank included) | training-free above learned + fusion |",
+            "|---|---|---|---:|---:|---:|---|---|---|"]
     for res in payload["results"]:
-        s = summary_line(res)
-        best = f"{s['best_tf']} {s['best_tf_rsum']:.2f}" if s["best_tf"] else "-"
-        above = ", ".join(s["tf_above_fused"]) or "none"
-        out.append(f"| {res['combo']} | {res['protocol']} | {s['base']:.2f} | {s['learned']:.2f} "
-                   f"({s['learned'] - s['base']:+.2f}) | {s['fused']:.2f} ({s['fused'] - s['base']:+.2f}) | "
-                   f"{best} | {above} |")
+        for s in summary_lines(res):
+            best = f"{s['best_tf']} {s['best_tf_rsum']:.2f}" if s["best_tf"] else "-"
+            best_ind = (f"{s['best_inductive_tf']} {s['best_inductive_tf_rsum']:.2f}"
+                        if s["best_inductive_tf"] else "-")
+            above = ", ".join(s["tf_above_fused"]) or "none"
+            out.append(f"| {res['combo']} | {res['protocol']} | {s['recipe'] or '-'} | {s['base']:.2f} | "
+                       f"{s['learned']:.2f} ({s['learned'] - s['base']:+.2f}) | {s['fused']:.2f} "
+                       f"({s['fused'] - s['base']:+.2f}) | {best} | {best_ind} | {above} |")
     out += ["", "Honest reading:", ""]
-    for res in payload["results"]:
-        s = summary_line(res)
-        notes = []
-        if s["learned"] <= s["base"]:
-            notes.append(f"the learned scores alone do not beat the base ({s['learned']:.2f} vs {s['base']:.2f})")
-        if s["fused"] < s["base"] - 1e-9:
-            notes.append(f"learned + fusion falls BELOW the base ({s['fused']:.2f} vs {s['base']:.2f})")
-        elif s["fused"] <= s["base"] + 1e-9:
-            notes.append("learned + fusion only ties the base (the dev split chose the base ranking)")
-        if s["tf_above_fused"]:
-            same = s["tf_same_flags_above_fused"]
-            notes.append(f"{len(s['tf_above_fused'])} training-free method(s) beat learned + fusion: "
-                         f"{', '.join(s['tf_above_fused'])}"
-                         + (f" (of these, {', '.join(same)} use nothing the learned model lacks)" if same
-                            else " (all of them use a query bank" + ("" if s["learned_transductive"]
-                                                                       else " or all test queries at once") + ")"))
-        if not notes:
-            notes.append("learned + fusion beats the base and every training-free method")
-        out.append(f"- {res['combo']}, {res['protocol']}: " + "; ".join(notes) + ".")
+    out += [reading_line(res, line) for res in payload["results"] for line in summary_lines(res)]
     return out
+
+
+def reading_line(res: Dict, s: Dict[str, Any]) -> str:
+    """One recipe's result in words: against the base, and the training-free rows above it with their flags."""
+    notes = []
+    if s["learned"] <= s["base"]:
+        notes.append(f"the learned scores alone do not beat the base ({s['learned']:.2f} vs {s['base']:.2f})")
+    if s["fused"] < s["base"] - 1e-9:
+        notes.append(f"learned + fusion falls BELOW the base ({s['fused']:.2f} vs {s['base']:.2f})")
+    elif s["fused"] <= s["base"] + 1e-9:
+        notes.append("learned + fusion only ties the base (the dev split chose the base ranking)")
+    if s["tf_above_fused"]:
+        same = s["tf_same_flags_above_fused"]
+        notes.append(f"{len(s['tf_above_fused'])} training-free method(s) beat learned + fusion: "
+                     f"{', '.join(s['tf_above_fused'])}"
+                     + (f" (of these, {', '.join(same)} use nothing the learned model lacks)" if same
+                        else " (all of them use a query bank" + ("" if s["learned_transductive"]
+                                                                   else " or all test queries at once") + ")"))
+    if not notes:
+        notes.append("learned + fusion beats the base and every training-free method")
+    return f"- {res['combo']}, {res['protocol']}, {s['recipe'] or 'learned'}: " + "; ".join(notes) + "."
 
 
 def result_section(res: Dict, cfg: Dict) -> List[str]:
@@ -655,9 +747,9 @@ def result_section(res: Dict, cfg: Dict) -> List[str]:
     b = t["base"]
     out.append("| base | " + " | ".join(f"{b[k]:.2f}" for k in RECALLS) + f" | {b['rsum']:.2f} |  |  "
                "| - | - | - | - |")
-    for r in sorted(_ok_rows(t), key=lambda r: (r["method"] in (LEARNED, LEARNED_FUSED), r["method"])):
+    for r in sorted(_ok_rows(t), key=lambda r: (is_learned(r["method"]), r["method"])):
         m = r["metrics"]
-        name = f"**{r['method']}**" if r["method"] in (LEARNED, LEARNED_FUSED) else r["method"]
+        name = f"**{r['method']}**" if is_learned(r["method"]) else r["method"]
         secs = "" if r.get("seconds") is None else f"{r['seconds']:.1f}"
         out.append(f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in RECALLS)
                    + f" | {m['rsum']:.2f} | {r['delta']['rsum']:+.2f} | {secs} | "
@@ -668,16 +760,31 @@ def result_section(res: Dict, cfg: Dict) -> List[str]:
         out += ["", "Not run:", ""]
         out += [f"- {r['method']} ({r['status']}): {r.get('reason', '')}" for r in others]
         out += [f"- {m} (cut): not run on this protocol's test bundles to fit the time budget" for m in not_run]
-    out += ["", "Learned re-ranker per " + ("fold" if len(res["cases"]) > 1 else "run") + ": "
-            + "; ".join(f"{c['test']}: trained on {c['learned']['train_images']} images x "
-                        f"{c['learned']['train_texts']} captions, best epoch {c['learned']['best_epoch'] + 1}/{c['learned']['epochs_run']}, "
-                        f"dev rSum {c['learned']['best_dev_rsum']:.2f}, fusion "
-                        f"i2t {c['learned']['fusion']['i2t']:g} / t2i {c['learned']['fusion']['t2i']:g} "
-                        f"({c['learned']['fusion'].get('output', 'fused')} output), "
-                        f"trained in {c['learned']['train_seconds']:.0f}s"
-                        for c in res["cases"]) + "."]
-    out += seed_lines(res) + multi_positive_lines(res) + tuning_lines(res)
+    out += ["", "Learned re-rankers per " + ("fold" if len(res["cases"]) > 1 else "run") + ": "
+            + "; ".join(f"{c['test']}, {name}: trained on {info['train_images']} images x "
+                        f"{info['train_texts']} captions, best epoch {info['best_epoch'] + 1}/{info['epochs_run']}, "
+                        f"dev rSum {info['best_dev_rsum']:.2f}, fusion "
+                        f"i2t {info['fusion']['i2t']:g} / t2i {info['fusion']['t2i']:g} "
+                        f"({info['fusion'].get('output', 'fused')} output), "
+                        f"trained in {info['train_seconds']:.0f}s"
+                        for c in res["cases"] for name, info in _learned_infos(c)) + "."]
+    out += seed_lines(res) + multi_positive_lines(res) + tuning_lines(res) + stage_lines(res)
     return out
+
+
+def _learned_infos(case: Dict) -> List[Tuple[str, Dict]]:
+    """``(recipe, info)`` of a test case's learned models (older results hold one info without a recipe)."""
+    info = case["learned"]
+    return [("learned", info)] if "best_epoch" in info else list(info.items())
+
+
+def stage_lines(res: Dict) -> List[str]:
+    """Time and peak memory of every recorded stage (the paper-scale protocols)."""
+    if not res.get("stages"):
+        return []
+    return (["", "Stages (wall time; peak RSS of the process so far):", "", "| stage | time (s) | peak RSS (GiB) |",
+             "|---|---:|---:|"] + [f"| {st['stage']} | {st['seconds']:.1f} | {st['peak_rss_gib']:.2f} |"
+                                    for st in res["stages"]])
 
 
 def to_markdown(payload: Dict) -> str:
@@ -723,10 +830,9 @@ def plot(payload: Dict, path: Path) -> None:
     fig, axes = plt.subplots(rows_n, cols, figsize=(7.5 * cols, height * rows_n), squeeze=False)
     for ax, res in zip(axes.flat, results):
         rows = sorted(_ok_rows(res["table"]), key=lambda r: r["delta"]["rsum"])
-        short = {LEARNED: "pillargraph (learned)", LEARNED_FUSED: "pillargraph (learned + fusion)"}
-        names = [short.get(r["method"], r["method"]) for r in rows]
+        names = [r["method"].replace(" (learned + dev-selected base fusion)", " (learned + fusion)") for r in rows]
         vals = [r["delta"]["rsum"] for r in rows]
-        colors = ["tab:orange" if r["method"] in (LEARNED, LEARNED_FUSED) else
+        colors = ["tab:orange" if is_learned(r["method"]) else
                   ("tab:green" if v > 0 else "tab:red") for r, v in zip(rows, vals)]
         ax.barh(range(len(rows)), vals, color=colors)
         ax.set_yticks(range(len(rows)))
@@ -759,15 +865,19 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
     for x in protocols:
         if x not in PROTOCOLS:
             raise ValueError(f"--protocols: unknown protocol {x!r}; expected {list(PROTOCOLS)}")
-    if args.epochs < 1 or args.folds < 2:
+    if (args.epochs is not None and args.epochs < 1) or args.folds < 2:
         raise ValueError("--epochs must be >= 1 and --folds >= 2")
+    args.recipes = [x.strip() for x in args.recipes.split(",") if x.strip()]
+    if not args.recipes or len(set(args.recipes)) != len(args.recipes):
+        raise ValueError("--recipes: expected distinct names")
+    for name in args.recipes:
+        if name not in VARIANTS:
+            raise ValueError(f"--recipes: unknown recipe {name!r}; expected some of {sorted(VARIANTS)}")
     if args.limit is not None and args.limit < 2 * args.folds:
         raise ValueError(f"--limit: need at least {2 * args.folds} images")
     args.seeds = [args.seed] if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
     if not args.seeds or len(set(args.seeds)) != len(args.seeds):
         raise ValueError("--seeds: expected distinct integers")
-    if args.episode_images == 1 or args.episode_images < 0:
-        raise ValueError("--episode-images: expected 0 (lists) or at least 2")
     all_methods = list(available_rerankers())
     args.methods = parse_names(args.methods, "methods") or all_methods
     args.methods_5k = [get_reranker(m).name for m in parse_names(args.methods_5k, "methods-5k")]
@@ -775,8 +885,10 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
     args.methods = [get_reranker(m).name for m in args.methods]
     args.fold_methods = [get_reranker(m).name for m in args.fold_methods]
     cuts = []
-    if args.epochs < DEFAULT_EPOCHS:
-        cuts.append(f"the learned re-ranker trained for {args.epochs} epoch(s) instead of {DEFAULT_EPOCHS}")
+    for name, recipe in learned_recipes(args).items():
+        if args.epochs is not None and args.epochs < variant(name).train.get("epochs", args.epochs):
+            cuts.append(f"{name} trained for {args.epochs} epoch(s) instead of its recipe's "
+                        f"{variant(name).train['epochs']}")
     if args.train_images is not None:
         if args.train_images < 2:
             raise ValueError("--train-images: need at least 2")
@@ -814,7 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated CROSS:INTRA encoder pairs (minilm|tfidf)")
     p.add_argument("--protocols", default="transfer,coco1k",
                    help=f"comma-separated: {', '.join(PROTOCOLS)}")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: each recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="folds of the coco1k protocol")
     p.add_argument("--methods", default=None, help="comma-separated training-free methods (default: all)")
@@ -825,14 +937,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-folds", type=int, default=None,
                    help="run only the first K folds of coco1k (a time-budget cut, reported)")
     p.add_argument("--limit", type=int, default=None, help="cut every split to its first N images (smoke runs)")
-    p.add_argument("--learned", default="paper", choices=sorted(VARIANTS),
-                   help="learned re-ranker settings (named in benchmarks/common.py; chosen on dev with "
-                        "benchmarks/learned_search.py)")
+    p.add_argument("--recipes", default="inductive",
+                   help="comma-separated learned recipes (pillargraph.train.recipes, or a dev-search variant of "
+                        "benchmarks/common.py), each trained and reported")
     p.add_argument("--seeds", default=None,
                    help="comma-separated seeds of the learned re-ranker on f30k/f30k-coco (default: --seed)")
-    p.add_argument("--episode-images", type=int, default=1000,
-                   help="f30k/f30k-coco: train on dense episodes of N Flickr30K-train images (0: neighbour lists)")
-    p.add_argument("--lists-k", type=int, default=100, help="list depth when --episode-images is 0")
+    p.add_argument("--train-form", default="auto", choices=("auto", "dense", "lists"),
+                   help="f30k/f30k-coco: the Flickr30K-train proxy as one dense bundle or as top-k neighbour lists "
+                        "searched within each recipe's episodes, as the CLI reads them (auto: dense up to 5,000 "
+                        "images)")
+    p.add_argument("--lists-k", type=int, default=100, help="list depth of the lists form")
     p.add_argument("--methods-5k", default="alpha_qe,dual_softmax,inverted_softmax,krnn,nnn,qb_norm",
                    help="training-free methods on COCO 5K (f30k-coco); the others are cut there, reported")
     p.add_argument("--skip-5k", action="store_true", help="f30k-coco: skip the COCO 5K test (reported)")
@@ -863,9 +977,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "fold_methods": args.fold_methods, "all_methods": all_methods, "limit": args.limit,
               "device": device, "torch_threads": torch.get_num_threads(), "cuts": cuts,
               "anchor": 0, "tfidf_fit": ["f30k_dev", "coco_dev"],
-              "learned": {"variant": args.learned, **variant(args.learned),
-                          "train_config": learned_settings(args)[1].to_dict()},
-              "seeds": args.seeds, "episode_images": args.episode_images, "lists_k": args.lists_k,
+              "recipes": {name: r.record() for name, r in learned_recipes(args).items()},
+              "seeds": args.seeds, "train_form": args.train_form, "lists_k": args.lists_k,
               "methods_5k": args.methods_5k, "skip_5k": args.skip_5k,
               "versions": {"torch": torch.__version__, "python": platform.python_version()}}
     payload = {"command": command, "note": "caption-proxy results on real captions, NOT image-text results",

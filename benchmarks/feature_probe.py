@@ -11,8 +11,8 @@ alone and with the dev-selected base fusion. The probe is the floor a graph
 network reading the same columns should clear; a gap between output modes says
 how the two directions' rankings should be combined.
 
-    python benchmarks/feature_probe.py --combo minilm:minilm --variant prior_k32 \
-        [--train-images 3000] [--episode-images 1000] [--steps 300] [--hidden 0] [--seed 0] \
+    python benchmarks/feature_probe.py --combo minilm:minilm --variant transductive \
+        [--train-images 3000] [--form auto] [--steps 300] [--hidden 0] [--seed 0] \
         [--out benchmarks/results/feature_probe]
 
 Writes ``OUT.json`` (command, config, results) and ``OUT.md`` atomically.
@@ -36,6 +36,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from pillargraph.data import as_episodes
 from pillargraph.graphs import GraphBatch, PillarGraphBuilder
 from pillargraph.io import atomic_write_text
 from pillargraph.losses import contrastive_loss
@@ -43,7 +44,7 @@ from pillargraph.metrics import evaluate
 from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import OUTPUTS, combine_any, evaluate_any, rerank_scores, select_fusion_weights
 
-from benchmarks.common import command_line, log, peak_rss_gib, proxy_train_dev, variant
+from benchmarks.common import ProxyTrain, command_line, log, peak_rss_gib, variant
 
 
 class FeatureProbe(torch.nn.Module):
@@ -76,11 +77,12 @@ def fit_probe(probe: FeatureProbe, graphs: Dict[str, GraphBatch], steps: int, lr
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    settings = variant(args.variant)["builder"]
-    builder = PillarGraphBuilder(**settings)
+    recipe = variant(args.variant)
+    builder = PillarGraphBuilder(**recipe.builder)
     if not builder.num_extra_features:
         raise SystemExit(f"feature_probe: variant {args.variant!r} has no extra node features to probe")
-    train, dev = proxy_train_dev(args.combo, args.train_images, args.episode_images)
+    data = ProxyTrain(args.combo, args.train_images, args.form)
+    train, dev = as_episodes(data.train_for(recipe), recipe.episode_images, data.episode_seed), data.dev
     t0 = time.perf_counter()
     train_graphs = {d: builder.build(train, d).graphs for d in DIRECTIONS}
     dev_graphs = {d: builder.build(dev, d) for d in DIRECTIONS}
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         fusion = select_fusion_weights(probe, dev, builder, output=OUTPUTS, scored=scored)
     weights = ({d: [round(float(w), 3) for w in probe.heads[d].weight.detach().view(-1)] for d in DIRECTIONS}
                if not args.hidden else None)
-    return {"builder": builder.config, "extra_columns": builder.num_extra_features, "final_loss": loss,
+    return {"recipe": recipe.record(), "train": data.label(recipe), "builder": builder.config, "extra_columns": builder.num_extra_features, "final_loss": loss,
             "dev_base_rsum": evaluate(dev)["rsum"], "dev_probe_rsum": alone, "fusion": fusion.as_dict(),
             "linear_weights": weights, "graphs_s": round(graphs_s, 1), "peak_rss_gib": round(peak_rss_gib(), 2)}
 
@@ -104,8 +106,8 @@ def markdown(payload: Dict[str, Any]) -> str:
     r, c = payload["result"], payload["config"]
     lines = [f"Command: `{payload['command']}`", "",
              f"Linear probe (hidden {c['hidden']}) of the `{c['variant']}` candidate features "
-             f"({r['extra_columns']} columns) on {c['combo']}, trained on {c['train_images']} Flickr30K-train "
-             f"images (episodes of {c['episode_images']}), {c['steps']} full-batch steps; Flickr30K dev, caption "
+             f"({r['extra_columns']} columns) on {c['combo']}, trained on the Flickr30K-train proxy "
+             f"({r['train']}), {c['steps']} full-batch steps; Flickr30K dev, caption "
              "proxy (text-to-text, NOT image-text results).", "",
              "| output | dev rSum, probe alone | dev rSum, best fusion |", "|---|---:|---:|"]
     for o in OUTPUTS:
@@ -118,9 +120,10 @@ def markdown(payload: Dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--combo", default="minilm:minilm")
-    p.add_argument("--variant", default="prior_k32")
+    p.add_argument("--variant", default="transductive", help="a recipe, or a dev-search variant of benchmarks/common.py")
     p.add_argument("--train-images", type=int, default=3000)
-    p.add_argument("--episode-images", type=int, default=1000, help="0: one split of neighbour lists")
+    p.add_argument("--form", default="auto", choices=("auto", "dense", "lists"),
+                   help="training split as one dense bundle or as lists searched within the recipe's episodes")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--tau", type=float, default=1.0)
