@@ -5,6 +5,11 @@ optionally ``img_intra_emb`` / ``txt_intra_emb`` from unimodal encoders) or a
 dense bundle. The lists are written in the format :meth:`NeighborLists.save`
 writes, which ``train``, ``rerank`` and ``evaluate`` accept in place of a bundle.
 
+With ``--episode-images N`` the images are cut into the training episodes of
+:func:`~pillargraph.data.partition.episode_partition` (what ``pillargraph train``
+cuts for the same sizes and seed) and each row is searched within its own
+episode, so the lists are those of each episode alone.
+
 With ``--shard I/N`` (or ``--shard torchrun``) only shard ``I`` of each kind's
 query rows is searched and a part file is written; ``pillargraph merge``
 assembles the ``N`` parts into the unsharded output
@@ -25,8 +30,10 @@ from ..data.neighbors import BACKENDS, NeighborLists, faiss_available
 from ..device import resolve_device
 from ..io import ensure_writable_dir
 from ..shard import file_fingerprint
+from ..data.partition import episode_partition
 from . import CLIError
 from .rerank import shard_out
+from .train import parse_episode_images
 
 __all__ = ["add_parser", "run"]
 
@@ -41,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise CLIError(f"--k: must be positive, got {args.k}")
     device = resolve_device(args.device)
+    sizes = parse_episode_images(args.episode_images)
+    if sizes and shard is not None:
+        raise CLIError("--episode-images: not with --shard (episodes are small: search them whole)")
     ensure_writable_dir(out.parent)  # before the search, not after it
     progress = not args.quiet and sys.stderr.isatty() or args.progress
     if shard is not None:
@@ -48,12 +58,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if npz_format(args.input) == "embeddings":
         arrays = load_embeddings(args.input)
+        episodes = (episode_partition(len(arrays["img_emb"]), sizes, args.episode_seed) if sizes else None)
         lists = NeighborLists.from_embeddings(
             arrays["img_emb"], arrays["txt_emb"], arrays["txt2img"], args.k,
             arrays.get("img_intra_emb"), arrays.get("txt_intra_emb"), keep_embeddings=not args.no_embeddings,
-            chunk_size=args.chunk_size, backend=args.backend, device=device, progress=progress)
-        source = "embeddings"
+            chunk_size=args.chunk_size, backend=args.backend, device=device, progress=progress, episodes=episodes)
+        source = "embeddings" + (f", within episodes of {args.episode_images} images" if sizes else "")
     else:
+        if sizes:
+            raise CLIError("--episode-images: needs an embeddings file; `pillargraph train` cuts a dense bundle "
+                           "into episodes itself")
         if args.backend == "faiss":
             raise CLIError("--backend faiss: searches embeddings; a dense bundle is ranked with torch")
         lists = NeighborLists.from_bundle(SimilarityBundle.load(args.input), args.k,
@@ -94,7 +108,13 @@ def add_parser(sub) -> None:
                                    "splits whose dense matrices do not fit in memory.")
     p.add_argument("input", help="embeddings .npz (img_emb, txt_emb, txt2img[, img_intra_emb, txt_intra_emb]) "
                                  "or a dense bundle .npz")
-    p.add_argument("--k", type=int, default=100, help="neighbours per row and kind (default: 100)")
+    p.add_argument("--k", type=int, default=100, help="neighbours per row and kind (default: 100); scores are "
+                                                      "cosine similarities of the L2-normalised embeddings")
+    p.add_argument("--episode-images", default=None, metavar="N[,N...]",
+                   help="search each row within its training episode of N images (several sizes are cycled), as "
+                        "`pillargraph train --episode-images` cuts them; see `pillargraph train --help` for each "
+                        "recipe's sizes (default: the whole split)")
+    p.add_argument("--episode-seed", type=int, default=0, help="seed of the episode partition (default: 0)")
     p.add_argument("--out", required=True, help="output .npz (NeighborLists format); with --shard, the shard's "
                                                 "part file")
     p.add_argument("--shard", default=None, metavar="I/N",

@@ -99,3 +99,28 @@ def test_baseline_on_lists(files, capsys):
     assert main(["baseline", "dba", str(lists_path), "--out", str(files / "a.npz")]) == 2
     err = capsys.readouterr().err
     assert "needs a dense bundle" in err and "krnn" in err and "gnn_rerank" in err
+
+
+def test_episodic_lists_train_the_model_the_dense_bundle_trains(files, capsys):
+    """`neighbors --episode-images` + `train` from the lists = `train` from the dense bundle, same episodes."""
+    out = files / "train.episodes.lists.npz"
+    assert main(["neighbors", str(files / "train.emb.npz"), "--k", "100", "--episode-images", "15,25",
+                 "--out", str(out), "--backend", "torch", "--quiet"]) == 0
+    lists = NeighborLists.load(out)
+    assert sorted(lists.episode_sizes) == [15, 25] and "episode_images=15,25" in capsys.readouterr().out
+    runs = {}
+    flags = [*SMALL, "--recipe", "transductive", "--episode-images", "15,25"]
+    for name, train in (("dense", files / "train.npz"), ("lists", out)):
+        assert main(["train", "--train", str(train), "--dev", str(files / "dev.npz"),
+                     "--out", str(files / f"run_episodes_{name}"), *flags]) == 0
+        runs[name] = json.loads(capsys.readouterr().out)
+    assert runs["dense"]["best_dev_rsum"] == pytest.approx(runs["lists"]["best_dev_rsum"], abs=1e-4)
+    # lists over the whole split cannot be cut into episodes: one line says how to build them
+    whole = neighbors(files, "train", 40, capsys)
+    assert main(["train", "--train", str(whole), "--dev", str(files / "dev.npz"), "--out", str(files / "r3"),
+                 *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--episode-images 15,25" in err[0] and "pillargraph neighbors" in err[0]
+    assert main(["train", "--train", str(out), "--dev", str(files / "dev.npz"), "--out", str(files / "r4"),
+                 *SMALL, "--episode-images", "20"]) == 2
+    assert "searched in episodes of 15,25 images" in capsys.readouterr().err
