@@ -55,15 +55,16 @@ class FittedReranker:
         return self.builder.transductive
 
     def rescore(self, test: SimilarityBundle, device: Union[str, torch.device, None] = None,
-                ) -> Dict[str, Dict[str, torch.Tensor]]:
+                fusion: Optional[Mapping[str, Any]] = None) -> Dict[str, Dict[str, torch.Tensor]]:
         """Re-rank ``test`` once, two ways: ``{'learned': ..., 'fused': ...}``.
 
         ``'learned'`` is the learned scores alone (fusion weight 1), ``'fused'`` the
         dev-selected fusion with the base; each is ``{'i2t': [N, M], 't2i': [N, M]}``
         (see :func:`~pillargraph.rerank.direction_scores`). The graphs are built and
-        scored once for both.
+        scored once for both. ``fusion`` replaces the dev-selected choice (e.g. one selected on another
+        split's dev, :meth:`~pillargraph.rerank.FusionChoice.as_dict`).
         """
-        fusion = self.result.fusion or {"i2t": 1.0, "t2i": 1.0, "output": "fused"}
+        fusion = fusion or self.result.fusion or {"i2t": 1.0, "t2i": 1.0, "output": "fused"}
         output = str(fusion.get("output", "fused"))
         scored = rerank_scores(self.model, test, self.builder, device=device)
         return {"learned": direction_scores(combine_any(test, scored, 1.0, 1.0, output)),
