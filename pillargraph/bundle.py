@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .io import atomic_write, read_npz
 
-__all__ = ["SimilarityBundle", "ArrayLike", "as_tensor"]
+__all__ = ["SimilarityBundle", "ArrayLike", "as_tensor", "check_txt2img"]
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence]
 
@@ -33,6 +33,36 @@ def as_tensor(value: Any, name: str) -> Tensor:
         return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name}: cannot be converted to a tensor ({err})") from None
+
+
+def check_txt2img(value: Any, num_images: int, num_texts: Optional[int] = None) -> Tensor:
+    """``txt2img`` checked and as a long tensor: a 1-D integer index of each caption's image.
+
+    Args:
+        value: the index.
+        num_images: images of the split (values must lie in ``[0, num_images)``
+            and every image needs a caption).
+        num_texts: captions of the split, when known elsewhere (the length must match).
+
+    Raises:
+        ValueError: not an integer 1-D index (of ``num_texts`` entries), a value
+            out of range, or an image without a caption.
+    """
+    t = as_tensor(value, "txt2img")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"txt2img: expected an integer dtype, got {t.dtype}")
+    if t.dim() != 1 or t.numel() == 0 or (num_texts is not None and t.numel() != num_texts):
+        want = f"shape ({num_texts},), one entry per caption," if num_texts else "a non-empty 1-D index,"
+        raise ValueError(f"txt2img: expected {want} got shape {tuple(t.shape)}")
+    t = t.long()
+    if int(t.min()) < 0 or int(t.max()) >= num_images:
+        raise ValueError(f"txt2img: values must lie in [0, {num_images}), got range "
+                         f"[{int(t.min())}, {int(t.max())}]")
+    counts = torch.bincount(t, minlength=num_images)
+    if bool((counts == 0).any()):
+        raise ValueError(f"txt2img: {int((counts == 0).sum())} image(s) have no caption (every image needs "
+                         f"at least one), e.g. image {int((counts == 0).nonzero()[0])}")
+    return t
 
 
 def _check_float(t: Tensor, name: str, shape: tuple) -> None:
@@ -105,22 +135,7 @@ class SimilarityBundle:
             raise ValueError(f"sim_i2t: empty matrix of shape {tuple(s.shape)}")
         _check_float(s, "sim_i2t", (n, m))
 
-        t = self.txt2img
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"txt2img: expected an integer dtype, got {t.dtype}")
-        if t.dim() != 1 or t.numel() != m:
-            raise ValueError(f"txt2img: expected shape ({m},) to match sim_i2t's {m} columns, "
-                             f"got {tuple(t.shape)}")
-        t = t.long()
-        object.__setattr__(self, "txt2img", t)
-        if int(t.min()) < 0 or int(t.max()) >= n:
-            raise ValueError(f"txt2img: values must lie in [0, {n}), got range "
-                             f"[{int(t.min())}, {int(t.max())}]")
-        counts = torch.bincount(t, minlength=n)
-        if bool((counts == 0).any()):
-            missing = int((counts == 0).sum())
-            raise ValueError(f"txt2img: {missing} image(s) have no caption (every image needs "
-                             f"at least one), e.g. image {int((counts == 0).nonzero()[0])}")
+        object.__setattr__(self, "txt2img", check_txt2img(self.txt2img, n, m))
         if self.sim_i2i is not None:
             _check_float(self.sim_i2i, "sim_i2i", (n, n))
         if self.sim_t2t is not None:

@@ -41,12 +41,12 @@ from .graphs.batch import GraphBatch
 from .graphs.builder import PillarGraphBuilder
 from .graphs.dataset import QueryGraphDataset
 from .io import atomic_write, read_npz
-from .modality import DIRECTIONS
+from .modality import DIRECTIONS, gallery_modality, query_modality
 from .rerank import Scored, Split, combine_any, model_builder, rerank_scores, resolve_fusion
 
 __all__ = ["ShardPart", "ShardScores", "ShardLike", "parse_shard", "shard_from_env", "shard_range",
            "file_fingerprint", "check_shard_set", "rerank_shard", "check_parts", "check_fingerprint",
-           "merge_scores", "merge_parts", "PART_FORMAT"]
+           "merge_scores", "merge_parts", "part_names", "PART_FORMAT"]
 
 #: Written into every part file; :meth:`ShardPart.load` refuses other formats.
 PART_FORMAT = "pillargraph-rerank-part/1"
@@ -145,6 +145,42 @@ class ShardScores:
     base_score: Tensor
     learned: Tensor
 
+    def check(self, direction: str, num_queries: Mapping[str, int]) -> None:
+        """Check that the arrays fit one another, the query range and the split's sizes.
+
+        Args:
+            direction: the direction these scores belong to.
+            num_queries: ``{direction: queries of the whole split}`` (images for
+                ``'i2t'``, captions for ``'t2i'``), which bound the node ids.
+
+        Raises:
+            ValueError: one line naming the array that does not fit (a damaged part).
+        """
+        q, k = self.stop - self.start, self.node_type.numel()
+        if not 0 <= self.start <= self.stop <= num_queries[direction]:
+            raise ValueError(f"{direction}: queries [{self.start}, {self.stop}) outside the split's "
+                             f"{num_queries[direction]}")
+        gallery = gallery_modality(direction)
+        if (self.node_type.dim() != 1 or self.node_type.is_floating_point() or k < 2
+                or tuple(self.candidate_mask.shape) != (k,) or self.candidate_mask.dtype != torch.bool
+                or int(self.node_type[0]) != query_modality(direction)
+                or not bool((self.node_type[self.candidate_mask] == gallery).all())):
+            raise ValueError(f"{direction}_node_type, {direction}_candidate_mask: not the layout of a "
+                             f"{direction} graph")
+        for name in ("node_index", "base_score", "learned"):
+            shape = tuple(getattr(self, name).shape)
+            if shape != (q, k):
+                raise ValueError(f"{direction}_{name}: expected shape {(q, k)} (queries [{self.start}, "
+                                 f"{self.stop}) x {k} nodes), got {shape}")
+        index = self.node_index
+        sizes = torch.tensor([num_queries["i2t"], num_queries["t2i"]])[self.node_type.long()]  # images, captions
+        if index.is_floating_point() or bool(((index < 0) | (index >= sizes)).any()) or \
+                not torch.equal(index[:, 0], torch.arange(self.start, self.stop)):
+            raise ValueError(f"{direction}_node_index: node ids out of range or not the shard's queries")
+        for name in ("base_score", "learned"):
+            if not bool(torch.isfinite(getattr(self, name)).all()):
+                raise ValueError(f"{direction}_{name}: holds non-finite values")
+
     def graphs(self, direction: str) -> GraphBatch:
         """The scored graphs' layout and node ids as a :class:`GraphBatch` without features.
 
@@ -230,12 +266,16 @@ class ShardPart:
             meta = json.loads(str(arrays["meta"][()]))
             if meta.get("format") != PART_FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
-            scores = {d: ShardScores(*meta["ranges"][d], **{a: torch.from_numpy(arrays[f"{d}_{a}"])
-                                                            for a in _ARRAYS}) for d in DIRECTIONS}
-            return cls(int(meta["shard"]), int(meta["count"]), {d: int(meta["num_queries"][d]) for d in DIRECTIONS},
+            scores = {d: ShardScores(*(int(v) for v in meta["ranges"][d]),
+                                     **{a: torch.from_numpy(arrays[f"{d}_{a}"]) for a in _ARRAYS})
+                      for d in DIRECTIONS}
+            num_queries = {d: int(meta["num_queries"][d]) for d in DIRECTIONS}
+            for d in DIRECTIONS:
+                scores[d].check(d, num_queries)
+            return cls(int(meta["shard"]), int(meta["count"]), num_queries,
                        scores, tuple(float(w) for w in meta["fusion"]), str(meta["output"]),
                        int(meta["batch_size"]), dict(meta["inputs"]), meta.get("split_path"), str(path))
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, IndexError) as err:
             raise ValueError(f"{path}: not a pillargraph re-ranking part ({PART_FORMAT}): {err}") from None
 
 
@@ -277,8 +317,10 @@ def rerank_shard(model: torch.nn.Module, split: Split, index: int, count: int, *
 
 def _settings(part: ShardPart) -> Dict[str, Any]:
     """What every part of one run must share."""
+    layout = {d: (s.node_type.tolist(), s.candidate_mask.tolist()) for d, s in part.scores.items()}
     return {"shard count": part.count, "input files": part.inputs, "query counts": part.num_queries,
-            "fusion weights": part.fusion, "output mode": part.output, "batch size": part.batch_size}
+            "fusion weights": part.fusion, "output mode": part.output, "batch size": part.batch_size,
+            "graph layouts": layout}
 
 
 class ShardLike(Protocol):
@@ -331,7 +373,7 @@ def check_shard_set(parts: Sequence[P], settings: Callable[[P], Dict[str, Any]],
     missing = [i for i in range(1, first.count + 1) if i not in seen]
     if missing:
         raise ValueError(f"missing shard(s) {', '.join(map(str, missing))} of {first.count} "
-                         f"(got {', '.join(map(str, sorted(seen)))})")
+                         f"(got {', '.join(map(str, sorted(seen)))}) in {part_names(parts)}")
     for p in parts:
         want = expected(p)
         if p.ranges() != want:
@@ -396,7 +438,16 @@ def merge_parts(parts: Sequence[ShardPart], split: Split) -> Split:
     parts = check_parts(parts)
     sizes = {"i2t": split.num_images, "t2i": split.num_texts}
     if sizes != parts[0].num_queries:
-        raise ValueError(f"split: has {sizes['i2t']} images and {sizes['t2i']} captions, the parts were made "
-                         f"from {parts[0].num_queries['i2t']} and {parts[0].num_queries['t2i']}")
+        raise ValueError(f"split: has {sizes['i2t']} images and {sizes['t2i']} captions, the parts "
+                         f"({part_names(parts)}) were made from {parts[0].num_queries['i2t']} and "
+                         f"{parts[0].num_queries['t2i']}")
     w_i2t, w_t2i = parts[0].fusion
-    return combine_any(split, merge_scores(parts), w_i2t, w_t2i, parts[0].output)
+    try:
+        return combine_any(split, merge_scores(parts), w_i2t, w_t2i, parts[0].output)
+    except ValueError as err:  # e.g. candidates that are not the split's lists: a part was altered
+        raise ValueError(f"{part_names(parts)}: {err}") from None
+
+
+def part_names(parts: Sequence[ShardLike]) -> str:
+    """The parts' names (their files), comma-separated, for messages."""
+    return ", ".join(p.name for p in parts)

@@ -38,9 +38,9 @@ from torch import Tensor
 
 from ..bundle import as_tensor
 from ..io import atomic_write, read_npz
-from ..shard import check_shard_set, shard_range
+from ..shard import check_shard_set, part_names, shard_range
 from .files import npz_format
-from .neighbors import NeighborLists, chunk_rows, resolve_backend, topk_neighbors
+from .neighbors import NeighborLists, check_embeddings, chunk_rows, resolve_backend, topk_neighbors
 from .source import KINDS
 
 __all__ = ["ListPart", "neighbor_shard", "list_ranges", "check_list_parts", "merge_list_parts",
@@ -111,6 +111,23 @@ class ListPart:
         """``{kind: (start, stop)}`` of the shard's query rows."""
         return dict(self.row_ranges)
 
+    def check(self) -> None:
+        """Check that every array has its shard's rows and each kind's lists their width.
+
+        Raises:
+            ValueError: one line naming the array that does not fit (a damaged part).
+        """
+        sizes = {"i": self.num_images, "t": self.num_texts}
+        for name, value in self.arrays.items():
+            kind = _ROWS_OF.get(name, name[:3])
+            start, stop = self.row_ranges[kind]
+            shape = tuple(value.shape)
+            width = min(self.k, sizes[kind[2]]) if name[:3] in KINDS else None
+            if shape[:1] != (stop - start,) or (width is not None and shape != (stop - start, width)):
+                want = (stop - start,) if width is None else (stop - start, width)
+                raise ValueError(f"{name}: expected {want[0]} rows (rows [{start}, {stop}) of {kind})"
+                                 f"{f' of {width} neighbours' if width else ''}, got shape {shape}")
+
     def meta(self) -> Dict[str, Any]:
         """Everything but the arrays, JSON-friendly (what :meth:`save` writes as ``list_part``)."""
         return {"format": LIST_PART_FORMAT, "shard": self.index, "count": self.count, "k": self.k,
@@ -148,24 +165,22 @@ class ListPart:
             if meta.get("format") != LIST_PART_FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
             ranges = {kind: tuple(int(v) for v in meta["ranges"][kind]) for kind in KINDS}
-            return cls(int(meta["shard"]), int(meta["count"]), int(meta["k"]), int(meta["num_images"]),
+            part = cls(int(meta["shard"]), int(meta["count"]), int(meta["k"]), int(meta["num_images"]),
                        int(meta["num_texts"]), ranges, {kind: int(meta["blocks"][kind]) for kind in KINDS},
                        {kind: str(meta["backends"][kind]) for kind in KINDS},
                        {name[5:]: value for name, value in raw.items()}, dict(meta["inputs"]),
                        meta.get("input_path"), str(path))
+            part.check()
+            return part
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path}: not a pillargraph neighbour-list part ({LIST_PART_FORMAT}): "
                              f"{err}") from None
 
 
-def _dense(value: Any, name: str) -> Tensor:
-    """A dense embedding matrix as a tensor (checked further by the search)."""
+def _refuse_sparse(value: Any, name: str) -> None:
+    """Refuse a sparse side (checked further by :func:`~pillargraph.data.neighbors.check_embeddings`)."""
     if scipy.sparse.issparse(value):
         raise ValueError(f"{name}: a sharded neighbour search needs dense embeddings, got a sparse matrix")
-    t = as_tensor(value, name)
-    if t.dim() != 2:
-        raise ValueError(f"{name}: expected a 2-D matrix, got shape {tuple(t.shape)}")
-    return t
 
 
 def _search(query: Tensor, gallery: Tensor, k: int, rows: Tuple[int, int], block: int, backend: str,
@@ -210,13 +225,14 @@ def neighbor_shard(img_emb: Any, txt_emb: Any, txt2img: Any, k: int, img_intra_e
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")
-    img, txt = _dense(img_emb, "img_emb"), _dense(txt_emb, "txt_emb")
-    intra = {"img_intra_emb": img if img_intra_emb is None else _dense(img_intra_emb, "img_intra_emb"),
-             "txt_intra_emb": txt if txt_intra_emb is None else _dense(txt_intra_emb, "txt_intra_emb")}
-    for name, ref in (("img_intra_emb", img), ("txt_intra_emb", txt)):
-        if intra[name].shape[0] != ref.shape[0]:
-            raise ValueError(f"{name}: expected {ref.shape[0]} rows like {name[:3]}_emb, "
-                             f"got {intra[name].shape[0]}")
+    for name, value in (("img_emb", img_emb), ("txt_emb", txt_emb), ("img_intra_emb", img_intra_emb),
+                        ("txt_intra_emb", txt_intra_emb)):
+        _refuse_sparse(value, name)
+    # the whole input, whichever rows this shard holds: what the unsharded search refuses
+    checked = check_embeddings(img_emb, txt_emb, txt2img, img_intra_emb, txt_intra_emb)
+    img, txt, txt2img = checked["img_emb"], checked["txt_emb"], checked["txt2img"]
+    intra = {name: checked[name] if checked[name] is not None else ref
+             for name, ref in (("img_intra_emb", img), ("txt_intra_emb", txt))}
     sides = dict(i2t=(img, txt), t2i=(txt, img), i2i=(intra["img_intra_emb"],) * 2,
                  t2t=(intra["txt_intra_emb"],) * 2)
     device = torch.device(device) if device is not None else img.device
@@ -228,8 +244,8 @@ def neighbor_shard(img_emb: Any, txt_emb: Any, txt2img: Any, k: int, img_intra_e
     for kind, (q, g) in sides.items():
         arrays[f"{kind}_index"], arrays[f"{kind}_score"] = _search(q, g, int(k), ranges[kind], blocks[kind],
                                                                    backends[kind], device, progress)
-    kept = dict(txt2img=txt2img, img_emb=img, txt_emb=txt, img_intra_emb=img_intra_emb,
-                txt_intra_emb=txt_intra_emb) if keep_embeddings else dict(txt2img=txt2img)
+    kept = dict(txt2img=txt2img, img_emb=img, txt_emb=txt, img_intra_emb=checked["img_intra_emb"],
+                txt_intra_emb=checked["txt_intra_emb"]) if keep_embeddings else dict(txt2img=txt2img)
     for name, value in kept.items():
         if value is not None:
             arrays[name] = as_tensor(value, name)[slice(*ranges[_ROWS_OF[name]])].cpu().numpy()
@@ -268,6 +284,9 @@ def merge_list_parts(parts: Sequence[ListPart]) -> NeighborLists:
             (:func:`check_list_parts`), or their concatenation is not valid lists.
     """
     parts = check_list_parts(parts)
-    fields = {name: torch.from_numpy(np.concatenate([p.arrays[name] for p in parts]))
-              for name in parts[0].arrays}
-    return NeighborLists(symmetric_intra=True, **fields)
+    try:
+        fields = {name: torch.from_numpy(np.concatenate([p.arrays[name] for p in parts]))
+                  for name in parts[0].arrays}
+        return NeighborLists(symmetric_intra=True, **fields)
+    except ValueError as err:  # parts altered after they were written
+        raise ValueError(f"{part_names(parts)}: {err}") from None

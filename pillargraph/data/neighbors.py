@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..bundle import SimilarityBundle, as_tensor
+from ..bundle import SimilarityBundle, as_tensor, check_txt2img
 from ..io import atomic_write, read_npz
 from .partition import episode_texts
 from .source import KINDS, check_kind
 
 __all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS", "chunk_rows",
-           "FAISS_BLOCK_ROWS", "resolve_backend"]
+           "FAISS_BLOCK_ROWS", "resolve_backend", "check_embeddings"]
 
 #: Values of the ``backend`` argument of :func:`topk_neighbors`.
 BACKENDS = ("auto", "torch", "faiss")
@@ -79,6 +79,38 @@ def _embedding_side(value: Any, name: str) -> Any:
         _check_sparse_side(value, name)
         return value
     return _float_matrix(value, name)
+
+
+def check_embeddings(img_emb: Any, txt_emb: Any, txt2img: Any, img_intra_emb: Any = None,
+                     txt_intra_emb: Any = None) -> Dict[str, Any]:
+    """The inputs of a neighbour search, checked whole before any search starts.
+
+    :meth:`NeighborLists.from_embeddings` and every shard of
+    :func:`~pillargraph.data.list_shards.neighbor_shard` check the same things,
+    so a shard refuses exactly what the unsharded search refuses, whichever
+    rows it holds.
+
+    Returns:
+        ``{'img_emb', 'txt_emb', 'txt2img', 'img_intra_emb', 'txt_intra_emb'}``:
+        dense float tensors (or scipy sparse matrices, passed through), the
+        ``txt2img`` index as a long tensor, ``None`` for an intra side not given.
+
+    Raises:
+        ValueError: a side that is not a non-empty 2-D float matrix of finite
+            values, cross-modal sides of different dimensions, intra sides with
+            other row counts, or a ``txt2img`` that is not one image per caption
+            (see :func:`~pillargraph.bundle.check_txt2img`).
+    """
+    img, txt = _embedding_side(img_emb, "img_emb"), _embedding_side(txt_emb, "txt_emb")
+    if img.shape[1] != txt.shape[1]:
+        raise ValueError(f"txt_emb: dimension {txt.shape[1]} differs from img_emb's {img.shape[1]}")
+    out = {"img_emb": img, "txt_emb": txt, "txt2img": check_txt2img(txt2img, img.shape[0], txt.shape[0])}
+    for name, value, ref in (("img_intra_emb", img_intra_emb, img), ("txt_intra_emb", txt_intra_emb, txt)):
+        side = None if value is None else _embedding_side(value, name)
+        if side is not None and side.shape[0] != ref.shape[0]:
+            raise ValueError(f"{name}: expected {ref.shape[0]} rows like {name[:3]}_emb, got {side.shape[0]}")
+        out[name] = side
+    return out
 
 
 def chunk_rows(chunk_size: Optional[int], num_cols: int, backend: str = "torch") -> int:
@@ -520,23 +552,11 @@ class NeighborLists:
                  t2t_score: Any = None, img_emb: Any = None, txt_emb: Any = None,
                  img_intra_emb: Any = None, txt_intra_emb: Any = None,
                  symmetric_intra: bool = False, image_episode: Any = None) -> None:
-        t = as_tensor(txt2img, "txt2img")
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise ValueError(f"txt2img: expected an integer dtype, got {t.dtype}")
-        if t.dim() != 1 or t.numel() == 0:
-            raise ValueError(f"txt2img: expected a non-empty 1-D index, got shape {tuple(t.shape)}")
-        t = t.long()
         n = as_tensor(i2t_index, "i2t_index").shape[0] if i2t_index is not None else 0
         if n == 0:
             raise ValueError("i2t_index: is required and needs one row per image")
+        t = check_txt2img(txt2img, n)  # one i2t row per image
         m = t.numel()
-        if int(t.min()) < 0 or int(t.max()) >= n:
-            raise ValueError(f"txt2img: values must lie in [0, {n}) (one i2t row per image), got range "
-                             f"[{int(t.min())}, {int(t.max())}]")
-        counts = torch.bincount(t, minlength=n)
-        if bool((counts == 0).any()):
-            raise ValueError(f"txt2img: {int((counts == 0).sum())} image(s) have no caption, e.g. "
-                             f"image {int((counts == 0).nonzero()[0])}")
         self._txt2img = t
         self._n, self._m = n, m
         given = dict(i2t=(i2t_index, i2t_score), t2i=(t2i_index, t2i_score),
@@ -869,19 +889,14 @@ class NeighborLists:
                 searched only against the items of its own episode, and ``k`` is
                 capped at the smallest episode's gallery (default: the whole split).
         """
-        img, txt = _embedding_side(img_emb, "img_emb"), _embedding_side(txt_emb, "txt_emb")
-        if img.shape[1] != txt.shape[1]:
-            raise ValueError(f"txt_emb: dimension {txt.shape[1]} differs from img_emb's {img.shape[1]}")
-        img_intra = img if img_intra_emb is None else _embedding_side(img_intra_emb, "img_intra_emb")
-        txt_intra = txt if txt_intra_emb is None else _embedding_side(txt_intra_emb, "txt_intra_emb")
-        for name, side, ref in (("img_intra_emb", img_intra, img), ("txt_intra_emb", txt_intra, txt)):
-            if side.shape[0] != ref.shape[0]:
-                raise ValueError(f"{name}: expected {ref.shape[0]} rows like {name[:3]}_emb, "
-                                 f"got {side.shape[0]}")
+        checked = check_embeddings(img_emb, txt_emb, txt2img, img_intra_emb, txt_intra_emb)
+        img, txt = checked["img_emb"], checked["txt_emb"]
+        img_intra = img if img_intra_emb is None else checked["img_intra_emb"]
+        txt_intra = txt if txt_intra_emb is None else checked["txt_intra_emb"]
         depth = cls._depths(k)
         opts = dict(chunk_size=chunk_size, backend=backend, device=device, progress=progress)
         pairs = dict(i2t=(img, txt), t2i=(txt, img), i2i=(img_intra, img_intra), t2t=(txt_intra, txt_intra))
-        t = as_tensor(txt2img, "txt2img")
+        t = checked["txt2img"]
         episode = None if episodes is None else _episode_ids(episodes, img.shape[0])
         lists: Dict[str, Tensor] = {}
         for kind, (q, g) in pairs.items():
