@@ -14,7 +14,7 @@ Extra positives per query (ECCV Caption, CxC, or any other source) are evaluated
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence, Union
+from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .bundle import ArrayLike, SimilarityBundle
 
-__all__ = ["evaluate", "evaluate_folds", "evaluate_lists", "i2t_ranks", "t2i_ranks", "recall_at_k",
+__all__ = ["evaluate", "evaluate_folds", "evaluate_lists", "check_list_cutoffs", "i2t_ranks", "t2i_ranks", "recall_at_k",
            "METRIC_KEYS", "Positives", "evaluate_positives", "positive_ranks", "MULTI_POSITIVE_KEYS"]
 
 #: Keys of :func:`evaluate`'s result for the default ``ks=(1, 5, 10)``.
@@ -243,6 +243,27 @@ def _list_ranks(index: Tensor, score: Tensor, positive: Tensor, num_cols: int) -
     return torch.where(unknown, torch.full_like(rank, float("inf")), rank)
 
 
+def check_list_cutoffs(source, ks: Iterable[int] = (1, 5, 10)) -> Tuple[int, ...]:
+    """The cut-offs as a tuple, checked against the depth of neighbour lists before they are evaluated.
+
+    A truncated list proves ranks up to its depth minus one (its last entry may
+    tie with items it does not hold), so R@10 needs lists 11 deep.
+
+    Raises:
+        ValueError: a cut-off below 1, or deeper than the ``i2t`` or ``t2i`` lists prove.
+    """
+    ks = tuple(int(k) for k in ks)
+    i_depth, t_depth = source.lists("i2t")[0].shape[1], source.lists("t2i")[0].shape[1]
+    depth = min(i_depth - (i_depth < source.num_texts), t_depth - (t_depth < source.num_images))
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks: cut-offs must be positive, got {ks}")
+    if max(ks) > depth:
+        raise ValueError(f"lists: of depth {i_depth} (i2t) and {t_depth} (t2i) prove ranks up to {depth}, but "
+                         f"R@{max(ks)} needs depth {max(ks) + 1}; rebuild them with `pillargraph neighbors "
+                         f"--k {max(ks) + 1}` or more")
+    return ks
+
+
 def evaluate_lists(source, ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
     """Recall@K and rSum from top-k neighbour lists (no dense matrix needed).
 
@@ -263,16 +284,10 @@ def evaluate_lists(source, ks: Iterable[int] = (1, 5, 10)) -> Dict[str, float]:
     Raises:
         ValueError: a cut-off deeper than the stored lists.
     """
-    ks = tuple(int(k) for k in ks)
+    ks = check_list_cutoffs(source, ks)
     t = source.txt2img.long()
     i_idx, i_score = source.lists("i2t")
     t_idx, t_score = source.lists("t2i")
-    # a truncated list proves ranks up to its depth - 1 (the last entry may tie with unseen items)
-    depth = min(i_idx.shape[1] - (i_idx.shape[1] < source.num_texts),
-                t_idx.shape[1] - (t_idx.shape[1] < source.num_images))
-    if not ks or min(ks) < 1 or max(ks) > depth:
-        raise ValueError(f"ks: cut-offs must lie in [1, {depth}] (stored lists prove ranks up to their "
-                         f"depth minus one), got {ks}")
     rows = torch.arange(i_idx.shape[0], device=i_idx.device)[:, None]
     ranks = {"i2t": _list_ranks(i_idx, i_score, t.to(i_idx.device)[i_idx] == rows, source.num_texts),
              "t2i": _list_ranks(t_idx, t_score, t_idx == t.to(t_idx.device)[:, None], source.num_images)}

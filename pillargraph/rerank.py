@@ -470,12 +470,13 @@ def resolve_fusion(model: torch.nn.Module, fusion: Any = None, output: Optional[
 
 def check_outputs(output: Union[str, Sequence[str]], name: str = "output") -> Tuple[str, ...]:
     """One output mode or several as a tuple (repeats dropped), or :class:`ValueError` naming
-    ``name`` and the unknown mode, or saying that none was given."""
+    ``name`` and the unknown mode, or saying that ``name`` is empty."""
     outputs = (output,) if isinstance(output, str) else tuple(output)
+    if not outputs:
+        raise ValueError(f"{name}: empty; name one or more output modes of {list(OUTPUTS)}")
     unknown = [o for o in outputs if o not in OUTPUTS]
-    if unknown or not outputs:
-        raise ValueError(f"{name}: unknown output mode(s) {unknown or 'none given'}; expected some of "
-                         f"{list(OUTPUTS)}")
+    if unknown:
+        raise ValueError(f"{name}: unknown output mode(s) {unknown}; expected some of {list(OUTPUTS)}")
     return tuple(dict.fromkeys(outputs))
 
 

@@ -156,5 +156,5 @@ def test_fusion_selection_chooses_the_output_mode_on_dev():
         assert tie.output == order[0] and (tie.i2t, tie.t2i) == (0.0, 0.0)
     with pytest.raises(ValueError, match=r"output: unknown output mode\(s\) \['both'\]"):
         select_fusion_weights(None, dev, builder, output=("fused", "both"), scored=scored)
-    with pytest.raises(ValueError, match="none given"):
+    with pytest.raises(ValueError, match="output: empty; name one or more output modes"):
         select_fusion_weights(None, dev, builder, output=(), scored=scored)

@@ -229,6 +229,44 @@ class PillarGraphBuilder:
         if self.context_nodes > n_q - 1:
             raise ValueError(f"context_nodes: {self.context_nodes} asked for, but only {n_q - 1} "
                              f"other items of the query modality exist")
+        self._check_depths(source, direction)
+
+    def check(self, data: Union[SimilarityBundle, SimilaritySource]) -> None:
+        """Check, without building anything, that both directions' graphs can be built from ``data``.
+
+        Call it before long work (an epoch of training before the dev graphs are
+        built) so that a split too small for the settings, or neighbour lists too
+        shallow for them, fails at once.
+
+        Raises:
+            ValueError: names the setting the split cannot serve (``k_i2t``,
+                ``num_pillars``, the ``'reciprocal'`` node features ...) and, for
+                lists, the depth they need.
+        """
+        source = self.source(data)
+        for direction in ("i2t", "t2i"):
+            self._check(source, direction)
+
+    def _check_depths(self, source: SimilaritySource, direction: str) -> None:
+        """Refuse neighbour lists shallower than a build of ``direction`` reads, naming the setting."""
+        if not callable(getattr(source, "depth", None)):  # dense scores: every depth is there
+            return
+        reverse = "t2i" if direction == "i2t" else "i2t"
+        for kind, need in self._depths(source, direction).items():
+            have = source.depth(kind)
+            if have >= need:
+                continue
+            if kind == reverse:
+                whole = need < self.reciprocal_depth  # capped at the split's size: the whole list
+                what = (f"node_features 'reciprocal' ranks the query in each candidate's own {kind} list, read "
+                        + (f"whole ({need} items)" if whole else f"{need} deep (reciprocal_depth)"))
+            elif kind == direction and self.num_candidates(direction) >= self.num_pillars:
+                what = f"k_{direction} {self.num_candidates(direction) + 1} reads the top {need} (the candidates)"
+            else:
+                what = f"num_pillars {self.num_pillars} reads the top {need}" + ("" if kind == direction else
+                                                                                 " (with the item itself)")
+            raise ValueError(f"{kind} lists: {have} deep, but {what}; rebuild the lists with "
+                             f"`pillargraph neighbors --k {need}` or more, or change the setting")
 
     def tables(self, source: SimilaritySource) -> NeighborTables:
         """The overlap neighbour lists of ``source`` (computed once per source and cached)."""

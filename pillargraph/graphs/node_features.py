@@ -65,8 +65,14 @@ def check_node_features(groups: Sequence[str]) -> Tuple[str, ...]:
     if len(set(groups)) != len(groups):
         raise ValueError(f"node_features: repeated group in {list(groups)}")
     priors = tuple(g for g in groups if is_prior(g))
-    for g in priors:
-        prior_reranker(g)
+    seen = {}
+    for g in priors:  # the same method with the same parameters, however it is spelt, is one group
+        method = prior_reranker(g)
+        key = repr(method)
+        if key in seen:
+            raise ValueError(f"node_features: {g!r} repeats {seen[key]!r} (both are {key}); give each "
+                             f"prior once")
+        seen[key] = g
     return tuple(g for g in NODE_FEATURES if g in groups) + priors
 
 

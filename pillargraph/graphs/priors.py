@@ -83,7 +83,10 @@ def prior_reranker(group: str) -> Reranker:
             bank or raw embeddings.
     """
     name, params = parse_prior(group)
-    method = get_reranker(name, **params)
+    try:
+        method = get_reranker(name, **params)
+    except ValueError as err:  # an unknown method or parameter: say which prior
+        raise ValueError(f"node_features: prior {group!r}: {err}") from None
     if method.needs_bank or method.needs_embeddings:
         need = "a query bank" if method.needs_bank else "raw embeddings"
         raise ValueError(f"node_features: prior {group!r}: {method.name} needs {need}, "
