@@ -109,7 +109,12 @@ def score_graphs(model: torch.nn.Module, graphs: Union[QueryGraphDataset, GraphB
             out.append(s.float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, g.num_nodes)
+    scores = torch.cat(out) if out else torch.empty(0, g.num_nodes)
+    bad = int((~torch.isfinite(scores[:, g.candidate_mask.cpu()])).sum())
+    if bad:  # the write-back would quietly keep the base ranking
+        raise ValueError(f"model: gave {bad} NaN or infinite candidate score(s) on "
+                         f"{g.num_graphs} {g.direction} graphs; its weights are broken (a diverged run?)")
+    return scores
 
 
 def write_back(base: Tensor, graphs: GraphBatch, learned: Tensor, weight: float) -> Tensor:

@@ -1,6 +1,8 @@
 """Training configuration."""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
 
@@ -10,6 +12,10 @@ from ..rerank import DEFAULT_FUSION_OUTPUTS, check_outputs
 __all__ = ["TrainConfig"]
 
 _OPTIMIZERS = ("sgd", "adamw")
+# Float settings and their bounds; every one must also be finite (see TrainConfig.check_setting).
+_POSITIVE = ("lr", "tau", "align_tau", "grad_clip")
+_NON_NEGATIVE = ("weight_decay", "min_lr_ratio", "contrastive", "triplet", "alignment", "mirror_contrastive",
+                 "hinge", "margin", "hinge_margin")
 
 
 @dataclass
@@ -89,16 +95,34 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "tau", "align_tau"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_steps", "contrastive", "triplet", "alignment",
-                     "mirror_contrastive", "hinge", "margin"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be non-negative, got {getattr(self, name)}")
+        for name in _POSITIVE + _NON_NEGATIVE:
+            if not (name == "grad_clip" and self.grad_clip is None):
+                self.check_setting(name, getattr(self, name))
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps: must be non-negative, got {self.warmup_steps}")
         self.fusion_outputs = check_outputs(self.fusion_outputs, "fusion_outputs")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience: must be at least 1 or None, got {self.patience}")
+
+    @staticmethod
+    def check_setting(name: str, value: Any) -> None:
+        """Check one float setting (a learning rate, loss weight, margin or temperature) on its own.
+
+        Every such setting must be a finite number; ``lr``, ``grad_clip`` and the
+        temperatures must be positive, the others non-negative. A NaN or infinite
+        value would train NaN weights, whose re-ranking silently falls back to the
+        base ranking. The command line checks each flag with this as it parses it.
+
+        Raises:
+            ValueError: ``'{name}: must be a positive, finite number, got ...'`` (or non-negative).
+        """
+        positive = name in _POSITIVE
+        if name not in _POSITIVE + _NON_NEGATIVE:
+            raise ValueError(f"{name}: not a float training setting")
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (positive and value == 0):
+            raise ValueError(f"{name}: must be a {'positive' if positive else 'non-negative'}, finite number, "
+                             f"got {value}")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain-dict form (JSON- and checkpoint-friendly)."""

@@ -26,7 +26,7 @@ from ..rerank import FusionChoice, combine_any, evaluate_any, rerank_scores, sel
 from .config import TrainConfig
 
 __all__ = ["Trainer", "TrainResult", "TrainingBatch", "load_checkpoint", "model_from_checkpoint",
-           "CHECKPOINT_FORMAT"]
+           "check_finite_loss", "setting_flag", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -135,6 +135,11 @@ def model_from_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cp
     mismatch = _state_mismatch(model.state_dict(), state["model"])
     if mismatch:
         raise ValueError(f"{path}: damaged checkpoint, its weights do not fit the model ({mismatch})")
+    broken = [k for k, v in state["model"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ValueError(f"{path}: its weights hold NaN or infinite values ({broken[0]!r}"
+                         f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}): the run diverged; "
+                         f"it would re-rank nothing")
     model.load_state_dict(state["model"])
     model.builder_config = builder.config
     model.fusion_weights = state.get("fusion")
@@ -154,6 +159,45 @@ def _state_mismatch(expected: Dict[str, Tensor], saved: Dict[str, Any]) -> str:
         return ""
     more = f"; {len(problems) - 1} more" if len(problems) > 1 else ""
     return problems[0] + more
+
+
+#: Command-line flags of the settings whose flag is not ``--`` and the name with dashes.
+_FLAGS = {"hidden_channels": "--hidden", "num_layers": "--layers", "use_edge_weight": "--no-edge-weight",
+          "alignment": "--alignment (or --no-align)", "mirror_contrastive": "--mirror-contrastive (or --no-align)"}
+#: Settings no flag of ``pillargraph train`` sets (named as they are); ``in_channels`` and
+#: ``extra_channels`` follow from the graph settings, which are compared first.
+_NO_FLAG = ("context_nodes", "include_self", "reciprocal_depth", "in_channels", "extra_channels", "split_norm",
+            "attend", "hetero", "mlp_ratio", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip", "amp",
+            "eval_every", "select_fusion")
+
+
+def setting_flag(name: str) -> str:
+    """The ``pillargraph train`` flag of a builder, model or training setting (``'k_t2i'`` -> ``'--k-t2i'``),
+    or the name itself for a setting no flag sets."""
+    return name if name in _NO_FLAG else _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _plain(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A settings dict as JSON has it (tuples as lists), so a saved and a live config compare equal."""
+    return json.loads(json.dumps(config, default=str))
+
+
+def check_finite_loss(loss: Tensor, out_dir: Optional[Path] = None) -> None:
+    """Stop training at a NaN or infinite loss, before the optimiser step would spread it into the weights.
+
+    Under :class:`~pillargraph.train.distributed.DistributedTrainer` every process
+    computes the loss of the whole global batch, so all of them stop together.
+
+    Raises:
+        ValueError: the loss is not finite; ``out_dir`` (the run folder, if any)
+            keeps the checkpoints of the epochs finished before.
+    """
+    if bool(torch.isfinite(loss.detach()).all()):
+        return
+    kept = f"; {out_dir} keeps the epochs finished before" if out_dir is not None else ""
+    raise ValueError(f"loss: became {float(loss.detach())} during training, so training stopped before the weights "
+                     f"took it{kept}. Lower the learning rate (--lr) or change the loss settings (--tau, "
+                     f"--align-tau, the loss weights)")
 
 
 class Trainer:
@@ -303,10 +347,7 @@ class Trainer:
                 raise ValueError(f"out_dir: {self.out_dir} already holds a run (last.pt); resume it "
                                  f"or choose another folder")
             state = load_checkpoint(last, map_location=self.device)
-            saved = TrainConfig.from_dict(state["train_config"])
-            if saved != self.config:
-                raise ValueError(f"config: differs from the run in {self.out_dir}; resume with the "
-                                 f"same options")
+            self._check_same_run(state)  # before anything of the run is read into the model or rewritten
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             # keep the log consistent with the checkpoint: drop epochs after it
@@ -326,6 +367,22 @@ class Trainer:
         except Exception:  # tensorboard is optional
             self._writer = None
         return state
+
+    def _check_same_run(self, state: Dict[str, Any]) -> None:
+        """Refuse to resume a run with any other graph, model or training setting (naming the first)."""
+        saved = TrainConfig.from_dict(state["train_config"]).to_dict()
+        for then, now in ((state.get("builder_config"), self.builder.config),
+                          (state.get("model_config"), self.model.to_config()), (saved, self.config.to_dict())):
+            then, now = _plain(then or {}), _plain(now)
+            key = next((k for k in now if k in then and then[k] != now[k]), None)
+            if key is not None:
+                raise ValueError(f"{setting_flag(key)}: {json.dumps(then[key])} in the run in {self.out_dir}, "
+                                 f"{json.dumps(now[key])} now; resume with the same settings or choose another "
+                                 f"--out")
+        mismatch = _state_mismatch(self.model.state_dict(), state["model"])
+        if mismatch:
+            raise ValueError(f"{self.out_dir}: the run's weights do not fit this model ({mismatch}); resume "
+                             f"with the same settings or choose another --out")
 
     # ------------------------------------------------------------ training
     def fit(self, train: SimilarityBundle, dev: SimilarityBundle, resume: bool = True,
@@ -416,6 +473,7 @@ class Trainer:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, parts = self._forward(batch)
+        check_finite_loss(loss, self.out_dir if self.writing else None)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:

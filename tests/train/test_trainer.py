@@ -59,8 +59,11 @@ def test_existing_run_is_not_overwritten(tiny_splits, tmp_path):
     before = (tmp_path / "last.pt").read_bytes()
     with pytest.raises(ValueError, match="already holds a run"):
         Trainer(tiny_model(builder), builder, tiny_config(epochs=1), out_dir=tmp_path).fit(train, dev, resume=False)
-    with pytest.raises(ValueError, match="differs"):
+    with pytest.raises(ValueError, match=r"^--epochs: 1 in the run in .*, 2 now; resume with the same settings"):
         Trainer(tiny_model(builder), builder, tiny_config(epochs=2), out_dir=tmp_path).fit(train, dev)
+    with pytest.raises(ValueError, match=r"^--layers: 2 in the run in .*, 1 now"):  # before any weight is loaded
+        Trainer(tiny_model(builder, num_layers=1), builder, tiny_config(epochs=1, select_fusion=False),
+                out_dir=tmp_path).fit(train, dev)
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
