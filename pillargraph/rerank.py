@@ -57,8 +57,8 @@ from .modality import DIRECTIONS
 __all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scores", "combine",
            "select_fusion_weights",
            "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored",
-           "direction_scores", "resolve_fusion", "model_builder", "DEFAULT_FUSION_OUTPUTS", "check_outputs",
-           "rerank_queries"]
+           "direction_scores", "resolve_fusion", "fusion_for_output", "model_builder", "DEFAULT_FUSION_OUTPUTS",
+           "check_outputs", "rerank_queries"]
 
 #: What :func:`rerank` can return (see the module docstring).
 OUTPUTS = ("fused", "directions", "i2t", "t2i")
@@ -289,7 +289,10 @@ class FusionChoice:
     """Fusion weights and output mode chosen on a dev split.
 
     ``table`` holds the dev rSum of every weight pair tried with the chosen
-    output; ``by_output`` the best dev rSum of each output mode tried.
+    output; ``by_output`` the best dev rSum of each output mode tried, and
+    ``per_output`` each mode's own best weights, ``{mode: {'i2t', 't2i',
+    'dev_rsum'}}``: weights chosen for one mode are not the right ones for
+    another, so re-ranking in a mode other than ``output`` takes that mode's.
     """
 
     i2t: float
@@ -299,11 +302,13 @@ class FusionChoice:
     output: str = "fused"
     table: Dict[Tuple[float, float], float] = field(default_factory=dict, repr=False)
     by_output: Dict[str, float] = field(default_factory=dict)
+    per_output: Dict[str, Dict[str, float]] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> Dict[str, Any]:
-        """The chosen weights, output mode and rSums (JSON-friendly)."""
+        """The chosen weights, output mode and rSums, and each mode's own weights (JSON-friendly)."""
         return {"i2t": self.i2t, "t2i": self.t2i, "dev_rsum": self.dev_rsum, "base_rsum": self.base_rsum,
-                "output": self.output, "by_output": dict(self.by_output)}
+                "output": self.output, "by_output": dict(self.by_output),
+                "per_output": {o: dict(w) for o, w in self.per_output.items()}}
 
 
 def _build(builder: PillarGraphBuilder, bundle: SimilarityBundle, directions: Iterable[str],
@@ -375,9 +380,11 @@ def rerank(model: torch.nn.Module, bundle: Split,
         fusion: the fusion weight :math:`w` with the base scores, one for both
             directions or ``(w_i2t, w_t2i)`` or a :class:`FusionChoice` from
             :func:`select_fusion_weights` (default: the weights stored on the
-            model by training, else ``1.0``: the learned scores alone).
+            model by training; a model without them is refused, see
+            :func:`resolve_fusion`).
         output: one of :data:`OUTPUTS` (default: the mode the stored fusion
-            weights were selected for, else ``'fused'``).
+            weights were selected for, else ``'fused'``); with a stored selection,
+            that mode's own weights.
         graphs: pre-built graphs ``{direction: dataset}`` of ``bundle`` to reuse.
         batch_size: graphs per forward pass.
         device: where the model runs (default: its device).
@@ -411,7 +418,7 @@ def rerank_queries(model: torch.nn.Module, split: Split, direction: str, queries
         direction: ``'i2t'`` (image queries) or ``'t2i'`` (caption queries).
         queries: query ids of ``direction``.
         builder: the graph builder (default: the model's own).
-        fusion: as in :func:`rerank` (default: the model's stored weights, else 1).
+        fusion: as in :func:`rerank` (default: the model's stored weights).
         batch_size, device: as in :func:`rerank`.
 
     Returns:
@@ -446,31 +453,58 @@ def resolve_fusion(model: torch.nn.Module, fusion: Any = None, output: Optional[
                    ) -> Tuple[float, float, str]:
     """``(w_i2t, w_t2i, output)`` exactly as :func:`~pillargraph.rerank.rerank` resolves its arguments.
 
+    Weights chosen on dev belong to the output mode they were chosen for: in
+    another mode the selection's own weights for that mode are used
+    (:attr:`FusionChoice.per_output`), and a mode the selection did not try is
+    refused. No weight is ever assumed: a model without stored weights needs
+    ``fusion``.
+
     Args:
         model: the trained model (its ``fusion_weights`` are the default).
         fusion: one weight, ``(w_i2t, w_t2i)``, a :class:`~pillargraph.rerank.FusionChoice`,
-            its dict form, or ``None`` (the model's stored weights, else ``1.0``).
+            its dict form, or ``None`` (the model's stored weights).
         output: one of :data:`~pillargraph.rerank.OUTPUTS` (default: the mode the
-            stored weights were chosen for, else ``'fused'``).
+            stored weights were chosen for; ``'fused'`` for explicit weights).
+
+    Raises:
+        ValueError: no ``fusion`` and none stored on the model, stored weights
+            without a choice for ``output``, or an unknown ``output``.
     """
+    if output is not None and output not in OUTPUTS:
+        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
     if fusion is None:
-        fusion = getattr(model, "fusion_weights", None) or 1.0
-    if isinstance(fusion, FusionChoice):
-        w_i2t, w_t2i, stored = fusion.i2t, fusion.t2i, fusion.output
-    elif isinstance(fusion, dict):
-        w_i2t, w_t2i, stored = float(fusion["i2t"]), float(fusion["t2i"]), str(fusion.get("output", "fused"))
-    elif isinstance(fusion, (tuple, list)):
+        fusion = getattr(model, "fusion_weights", None)
+        if not fusion:
+            raise ValueError("fusion: the model carries no dev-selected fusion weights (a checkpoint of an "
+                             "unfinished run, or last.pt); select them on a dev split (select_fusion_weights, "
+                             "`pillargraph rerank --dev`) or pass the weights (1.0: the learned scores alone)")
+    if isinstance(fusion, (FusionChoice, dict)):
+        chosen = fusion_for_output(fusion, output)
+        if chosen is None:
+            stored = fusion.as_dict() if isinstance(fusion, FusionChoice) else fusion
+            modes = sorted({str(stored.get("output", "fused")), *(stored.get("per_output") or {})})
+            raise ValueError(f"output: the fusion weights were chosen on dev for {', '.join(modes)}, not "
+                             f"{output!r}, and weights of one mode do not carry over to another; select them "
+                             f"for {output!r} on a dev split or pass the weights")
+        return chosen
+    if isinstance(fusion, (tuple, list)):
         if len(fusion) != 2:
             raise ValueError(f"fusion: expected one weight or (w_i2t, w_t2i), got {fusion!r}")
-        w_i2t, w_t2i, stored = float(fusion[0]), float(fusion[1]), "fused"
-    else:
-        w_i2t = w_t2i = float(fusion)
-        stored = "fused"
-    output = output if output is not None else stored
-    if output not in OUTPUTS:
-        raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
-    return w_i2t, w_t2i, output
+        return float(fusion[0]), float(fusion[1]), output or "fused"
+    return float(fusion), float(fusion), output or "fused"
 
+
+def fusion_for_output(fusion: Union[FusionChoice, Dict[str, Any]], output: Optional[str] = None
+                      ) -> Optional[Tuple[float, float, str]]:
+    """``(w_i2t, w_t2i, output)`` a dev selection chose for ``output`` (default: its chosen mode), or ``None``
+    when it did not try that mode (or recorded only its chosen mode's weights, as older checkpoints do)."""
+    stored = fusion.as_dict() if isinstance(fusion, FusionChoice) else fusion
+    chosen = str(stored.get("output", "fused"))
+    output = chosen if output is None else output
+    if output == chosen:
+        return float(stored["i2t"]), float(stored["t2i"]), output
+    weights = (stored.get("per_output") or {}).get(output)
+    return None if weights is None else (float(weights["i2t"]), float(weights["t2i"]), output)
 
 
 def check_outputs(output: Union[str, Sequence[str]], name: str = "output") -> Tuple[str, ...]:
@@ -517,5 +551,6 @@ def select_fusion_weights(model: torch.nn.Module, dev: Split,
     best = {o: max(t, key=lambda k: (round(t[k], 6), -k[0] - k[1])) for o, t in tables.items()}
     chosen = max(outputs, key=lambda o: (round(tables[o][best[o]], 6), -outputs.index(o)))
     table, (wi, wt) = tables[chosen], best[chosen]
+    per_output = {o: {"i2t": best[o][0], "t2i": best[o][1], "dev_rsum": tables[o][best[o]]} for o in outputs}
     return FusionChoice(wi, wt, table[(wi, wt)], table[(0.0, 0.0)], chosen, table,
-                        {o: tables[o][best[o]] for o in outputs})
+                        {o: tables[o][best[o]] for o in outputs}, per_output)

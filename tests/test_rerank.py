@@ -108,7 +108,9 @@ def test_rerank_outputs_and_fusion(tiny_splits):
     assert len(choice.table) == 9
     assert (choice.i2t, choice.t2i) in choice.table
     with pytest.raises(ValueError, match="builder"):
-        rerank(tiny_model(builder), test)  # an untrained model carries no builder config
+        rerank(tiny_model(builder), test, fusion=1.0)  # an untrained model carries no builder config
+    with pytest.raises(ValueError, match="carries no dev-selected fusion weights"):
+        rerank(model, test, builder)  # no weight is assumed
 
 
 @pytest.mark.parametrize("output", ["fused", "directions", "i2t", "t2i"])

@@ -26,7 +26,7 @@ from ..rerank import FusionChoice, combine_any, evaluate_any, rerank_scores, sel
 from .config import TrainConfig
 
 __all__ = ["Trainer", "TrainResult", "TrainingBatch", "load_checkpoint", "model_from_checkpoint",
-           "check_finite_loss", "setting_flag", "CHECKPOINT_FORMAT"]
+           "model_from_state", "check_finite_loss", "setting_flag", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -120,7 +120,16 @@ def model_from_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cp
             ``model_config`` / ``builder_config``, or weights whose names or
             shapes do not fit the model the config describes.
     """
-    state = load_checkpoint(path, map_location)
+    return model_from_state(load_checkpoint(path, map_location), path)
+
+
+def model_from_state(state: Dict[str, Any], path: Union[str, os.PathLike]) -> PillarReranker:
+    """:func:`model_from_checkpoint` of a checkpoint already read with :func:`load_checkpoint`
+    (``path`` names it in messages); the caller can read the rest of ``state`` too.
+
+    Raises:
+        ValueError: as :func:`model_from_checkpoint`.
+    """
     for key in ("model_config", "builder_config", "model"):
         if not isinstance(state.get(key), dict):
             raise ValueError(f"{path}: damaged checkpoint, {key!r} is missing or not a dict")

@@ -23,7 +23,8 @@ def files(tmp_path_factory):
     _, _, test = tiny_splits()
     test.save(root / "test.npz")
     NeighborLists.from_bundle(test, 40).save(root / "lists.npz")
-    save_checkpoint(root / "a.pt", 1, {"i2t": 0.6, "t2i": 0.3, "dev_rsum": 0.0, "base_rsum": 0.0, "output": "fused"})
+    save_checkpoint(root / "a.pt", 1, {"i2t": 0.6, "t2i": 0.3, "dev_rsum": 0.0, "base_rsum": 0.0, "output": "fused",
+                                       "per_output": {"directions": {"i2t": 0.2, "t2i": 0.7, "dev_rsum": 0.0}}})
     save_checkpoint(root / "b.pt", 2, None)
     return root
 
@@ -54,8 +55,8 @@ def test_bad_parts_are_one_line_errors(files, tmp_path, capsys):
     for i in p:
         assert rerank(files, "test.npz", p[i], "--shard", f"{i}/3") == 0
     other = tmp_path / "other.npz"
-    main(["rerank", str(files / "test.npz"), "--checkpoint", str(files / "b.pt"), "--out", str(other),
-          "--batch-size", "8", "--shard", "3/3"])
+    assert main(["rerank", str(files / "test.npz"), "--checkpoint", str(files / "b.pt"), "--out", str(other),
+                 "--batch-size", "8", "--shard", "3/3", "--fusion-weight", "1"]) == 0
     out = tmp_path / "m.npz"
     assert "missing shard(s) 2 of 3 (got 1, 3)" in merge_error(capsys, p[1], p[3], "--out", out)
     assert "shard 3/3 given twice" in merge_error(capsys, p[1], p[2], p[3], p[3], "--out", out)

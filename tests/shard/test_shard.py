@@ -130,9 +130,13 @@ def test_resolve_fusion_follows_rerank():
     class M(torch.nn.Module):
         fusion_weights = {"i2t": 0.3, "t2i": 0.6, "output": "directions"}
     assert resolve_fusion(M()) == (0.3, 0.6, "directions")
-    assert resolve_fusion(M(), output="i2t") == (0.3, 0.6, "i2t")
+    with pytest.raises(ValueError, match="chosen on dev for directions, not 'i2t'"):
+        resolve_fusion(M(), output="i2t")  # weights belong to the mode they were chosen for
+    per_output = dict(M.fusion_weights, per_output={"i2t": {"i2t": 0.9, "t2i": 0.0, "dev_rsum": 0.0}})
+    assert resolve_fusion(M(), per_output, output="i2t") == (0.9, 0.0, "i2t")
     assert resolve_fusion(M(), 0.5) == (0.5, 0.5, "fused")
     assert resolve_fusion(torch.nn.Module(), (0.1, 0.2)) == (0.1, 0.2, "fused")
-    assert resolve_fusion(torch.nn.Module()) == (1.0, 1.0, "fused")
+    with pytest.raises(ValueError, match="no dev-selected fusion weights"):
+        resolve_fusion(torch.nn.Module())  # never an assumed 1.0
     with pytest.raises(ValueError, match="output: unknown output"):
         resolve_fusion(M(), output="both")
