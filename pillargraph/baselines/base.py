@@ -38,6 +38,9 @@ DIRECTIONS: tuple[str, ...] = ("i2t", "t2i")
 #: Working-memory budget of one chunk, in tensor elements (2^26 float32 = 256 MiB).
 WORK_ELEMENTS = 1 << 26
 
+# Float dtypes computed in float32 (see Reranker.__call__).
+_HALF = (torch.float16, torch.bfloat16)
+
 #: Every registered :class:`Reranker` subclass, by normalised name and alias (see :func:`normalize_name`).
 REGISTRY: Dict[str, type] = {}
 
@@ -365,6 +368,9 @@ class Reranker:
             ``scores['i2t']`` ranks captions along each row (image queries),
             ``scores['t2i']`` ranks images along each column (caption queries);
             evaluate them with :func:`~pillargraph.baselines.evaluate_rescored`.
+            Half-precision inputs (float16, bfloat16) are computed, and returned,
+            in float32: several methods' sparse products have no half-precision
+            kernels, and their sums would lose the ties and small gaps they rank by.
         """
         if not isinstance(bundle, SimilarityBundle):
             raise ValueError(f"bundle: expected a SimilarityBundle, got {type(bundle).__name__}")
@@ -372,11 +378,13 @@ class Reranker:
             raise ValueError(f"bank: expected a QueryBank or None, got {type(bank).__name__}")
         dirs = self._directions(directions)
         resolve_chunk_size(chunk_size, 1, 1)  # validates the argument early
-        if device is not None:
-            bundle = bundle.to(resolve_device(device))
+        dtype = torch.float32 if bundle.sim_i2t.dtype in _HALF else None
+        if device is not None or dtype is not None:
+            bundle = bundle.to(resolve_device(device) if device is not None else None, dtype=dtype)
         if bank is not None:
             bank.validate_against(bundle)
-            bank = bank.to(bundle.device)
+            half = any(t is not None and t.dtype in _HALF for t in (bank.bank_i2t, bank.bank_t2i))
+            bank = bank.to(bundle.device, dtype=torch.float32 if half else None)
         views = [RetrievalView.from_bundle(bundle, d, bank, chunk_size) for d in dirs]
         for view in views:
             self.check_inputs(view)
