@@ -60,15 +60,48 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"pillargraph: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
-def _quiet_broken_pipe() -> int:
-    """The reader of stdout went away (``pillargraph evaluate x.npz | head -2``): stop quietly.
+#: Exit status after the reader of stdout went away, like a process killed by SIGPIPE.
+CLOSED_PIPE_STATUS = 128 + 13
 
-    Python's recommended handling: point stdout at ``os.devnull`` so the final
-    flush at exit cannot raise again; exit like a process killed by SIGPIPE (141).
+
+class _PipeSafeStdout:
+    """``sys.stdout`` that survives its reader going away (``pillargraph synthetic d | head -1``).
+
+    The first write or flush that meets a closed pipe points the stream's file
+    descriptor at ``os.devnull`` (Python's recommended handling), so the rest of
+    the output is dropped while the command finishes its work and writes its
+    files; :attr:`closed_pipe` then tells :func:`main` to exit like a process
+    killed by SIGPIPE.
     """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 128 + 13
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.closed_pipe = False
+
+    def _drop(self) -> None:
+        self.closed_pipe = True
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):  # no file descriptor (a captured stream)
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.closed_pipe:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_pipe:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -76,15 +109,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
+    stdout = sys.stdout = _PipeSafeStdout(sys.stdout)
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here when the output was short
-        return status
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
     except (CLIError, ValueError, OSError) as err:
         print(f"pillargraph {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"pillargraph {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout._stream
+    return CLOSED_PIPE_STATUS if stdout.closed_pipe and status == 0 else status
