@@ -93,7 +93,8 @@ def shard_range(num_queries: int, index: int, count: int, block: int = 1) -> Tup
 
     The ``ceil(num_queries / block)`` blocks of ``block`` consecutive queries are
     dealt out as evenly as contiguity allows (shard sizes differ by at most one
-    block); later shards may be empty when there are fewer blocks than shards.
+    block); when there are fewer blocks than shards, some shards are empty (with
+    one block, all the queries are in shard ``N``).
 
     Args:
         num_queries: queries of the direction.

@@ -2,7 +2,8 @@
 
 ``INPUT.npz`` is an embeddings file (``img_emb``, ``txt_emb``, ``txt2img``;
 optionally ``img_intra_emb`` / ``txt_intra_emb`` from unimodal encoders) or a
-dense bundle. The lists are written in the format :meth:`NeighborLists.save`
+dense bundle. From embeddings, the scores are cosine similarities of the
+L2-normalised embeddings (:func:`~pillargraph.data.topk_neighbors`). The lists are written in the format :meth:`NeighborLists.save`
 writes, which ``train``, ``rerank`` and ``evaluate`` accept in place of a bundle.
 
 With ``--episode-images N`` the images are cut into the training episodes of
@@ -105,7 +106,10 @@ def write_shard(args: argparse.Namespace, shard: Tuple[int, int], device, progre
 def add_parser(sub) -> None:
     p = sub.add_parser("neighbors", help="top-k neighbour lists from embeddings or a bundle",
                        description="Compute top-k neighbour lists (i2t, t2i, i2i, t2t) in chunks, for "
-                                   "splits whose dense matrices do not fit in memory.")
+                                   "splits whose dense matrices do not fit in memory. From embeddings, the "
+                                   "scores are cosine similarities: both sides are L2-normalised, so the "
+                                   "embeddings' lengths play no part; a dense bundle's lists keep its own "
+                                   "scores.")
     p.add_argument("input", help="embeddings .npz (img_emb, txt_emb, txt2img[, img_intra_emb, txt_intra_emb]) "
                                  "or a dense bundle .npz")
     p.add_argument("--k", type=int, default=100, help="neighbours per row and kind (default: 100); scores are "
@@ -120,7 +124,8 @@ def add_parser(sub) -> None:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="search only shard I (from 1) of N of each kind's query rows (embeddings input) and "
                         "write a part file; `pillargraph merge` assembles the N parts into the unsharded lists; "
-                        "'torchrun' takes I/N from RANK and WORLD_SIZE (put {shard} in --out)")
+                        "'torchrun' takes I/N from RANK and WORLD_SIZE; a {shard} in --out becomes I (needed under "
+                        "torchrun)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="top-k search: FAISS when installed (auto), or chunked torch")
     p.add_argument("--chunk-size", type=int, default=None, help="query rows per block")

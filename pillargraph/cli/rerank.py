@@ -47,15 +47,19 @@ def shard_out(shard_arg: Optional[str], out: str) -> Tuple[Optional[Tuple[int, i
     """``--shard`` and ``--out`` of a sharded command: the shard, and ``--out`` with ``{shard}`` filled in.
 
     Under ``--shard torchrun`` every process writes its own part, so ``--out``
-    must hold ``{shard}`` (unless there is only one process).
+    must hold ``{shard}`` (unless there is only one process); with ``--shard I/N``
+    a ``{shard}`` in ``--out`` becomes ``I`` too. Without ``--shard`` it is refused.
     """
     shard = shard_of(shard_arg)
-    if shard is not None and shard_arg == "torchrun":
-        if "{shard}" not in out and shard[1] > 1:
-            raise CLIError("--out: under --shard torchrun every process writes its own part; put {shard} in "
-                           "the name, e.g. part-{shard}.npz")
-        out = out.replace("{shard}", str(shard[0]))
-    return shard, out
+    if shard is None:
+        if "{shard}" in out:
+            raise CLIError(f"--out {out}: {{shard}} is filled in with the shard number, which needs --shard I/N "
+                           f"or --shard torchrun")
+        return shard, out
+    if shard_arg == "torchrun" and "{shard}" not in out and shard[1] > 1:
+        raise CLIError("--out: under --shard torchrun every process writes its own part; put {shard} in "
+                       "the name, e.g. part-{shard}.npz")
+    return shard, out.replace("{shard}", str(shard[0]))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +120,7 @@ def add_parser(sub) -> None:
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="score only shard I (from 1) of N of each direction's queries and write a part file; "
                         "`pillargraph merge` assembles the N parts into the unsharded result; 'torchrun' takes "
-                        "I/N from RANK and WORLD_SIZE (put {shard} in --out)")
+                        "I/N from RANK and WORLD_SIZE; a {shard} in --out becomes I (needed under torchrun)")
     p.add_argument("--batch-size", type=int, default=1024,
                    help="graphs per forward pass; shards are cut on its multiples (default: 1024)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cpu)")

@@ -18,7 +18,8 @@ parts alone suffice, the input file is not read again.
 products and top-k selections of the unsharded search for its rows: the merge
 is bit-for-bit the unsharded result (same chunk size, backend and device type).
 With the default chunk size a block holds :math:`2^{25}` scores, so a small
-split may be one block and all its rows go to shard 1.
+split may be one block and all its rows go to the last shard ``N``
+(see :func:`~pillargraph.shard.shard_range`).
 
 The sharded search takes dense embeddings (what embeddings files hold); a
 :mod:`scipy.sparse` side is refused.
