@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Sequence, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 __all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "ensure_writable_dir", "read_npz",
-           "OutputError"]
+           "OutputError", "same_file", "removed_on_failure"]
 
 
 def _umask() -> int:
@@ -61,6 +63,48 @@ def ensure_writable_dir(path: Union[str, os.PathLike]) -> Path:
     except OSError as err:
         raise _output_error(err, path) from None
     return path
+
+
+def same_file(a: Union[str, os.PathLike], b: Union[str, os.PathLike]) -> bool:
+    """Whether ``a`` and ``b`` name one existing file, through symbolic and hard links and relative paths.
+
+    A path that does not exist is no other file, so writing it destroys nothing.
+    """
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing (or unreadable): not the same existing file
+        return False
+
+
+@contextmanager
+def removed_on_failure(path: Union[str, os.PathLike], created: bool = False,
+                       keep: Optional[Callable[[Path], bool]] = None) -> Iterator[Path]:
+    """Create the folder ``path`` for a block of work and remove it again if the block fails.
+
+    :func:`ensure_writable_dir` is called on entry. When the block raises (a bad
+    input found late, an interrupt), the folders this call created (``path`` and
+    any missing parents) are removed with everything written in them, so a
+    failed command leaves no empty or half-filled folder behind; folders that
+    existed before are never touched.
+
+    Args:
+        path: the folder.
+        created: the caller has just created ``path`` itself (e.g. with
+            :func:`tempfile.mkdtemp`), so it counts as created here.
+        keep: called with ``path`` after a failure; ``True`` keeps the folder
+            (e.g. a run folder that already holds a resumable checkpoint).
+
+    Raises:
+        OutputError: the folder cannot be created or written to.
+    """
+    path = Path(path)
+    top = path if created else next((p for p in reversed((path, *path.parents)) if not p.exists()), None)
+    try:
+        yield ensure_writable_dir(path)
+    except BaseException:
+        if top is not None and not (keep is not None and keep(path)):
+            shutil.rmtree(top, ignore_errors=True)
+        raise
 
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> Path:

@@ -27,9 +27,10 @@ from ..bundle import SimilarityBundle
 from ..data.files import npz_format
 from ..data.neighbors import NeighborLists
 from ..device import resolve_device
-from ..io import ensure_writable_dir
+from ..io import removed_on_failure
 from ..metrics import evaluate, evaluate_lists
 from . import CLIError
+from .checks import check_not_input
 
 __all__ = ["add_parser", "run", "parse_params", "output_paths", "format_comparison"]
 
@@ -103,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         directions = [args.direction]
     paths = output_paths(Path(args.out), directions)
+    for path in paths.values():
+        check_not_input("--out", path, [("bundle", args.bundle), ("--bank", args.bank)])
     device = resolve_device(args.device)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.force:
@@ -110,10 +113,15 @@ def run(args: argparse.Namespace) -> int:
     if method.needs_bank and args.bank is None:
         raise CLIError(f"{method.name} needs a query bank: pass --bank BANK.npz "
                        f"(keys bank_i2t and/or bank_t2i)")
-    ensure_writable_dir(Path(args.out).parent)
+    with removed_on_failure(Path(args.out).parent):  # a folder made here goes again if the command fails
+        if npz_format(args.bundle) == "lists":
+            return run_on_lists(method, args, directions)
+        return run_on_bundle(method, args, directions, paths, device)
 
-    if npz_format(args.bundle) == "lists":
-        return run_on_lists(method, args)
+
+def run_on_bundle(method, args: argparse.Namespace, directions: Sequence[str], paths: Dict[str, Path],
+                  device) -> int:
+    """A method on a dense bundle: one bundle out per direction, its ``sim_i2t`` re-scored."""
     bundle = SimilarityBundle.load(args.bundle)
     bank = QueryBank.load(args.bank) if args.bank is not None else None
     scores = method(bundle, bank=bank, directions=directions, device=device,
@@ -130,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_on_lists(method, args: argparse.Namespace) -> int:
-    """A method that works from neighbour lists, on a lists file: re-ranked lists out (one file)."""
+def run_on_lists(method, args: argparse.Namespace, directions: Sequence[str]) -> int:
+    """A method that works from neighbour lists, on a lists file: one file of lists out, the ``directions``
+    re-ranked and the other direction's lists as they were."""
     if method.name not in LIST_METHODS:
         raise CLIError(f"{method.name} needs a dense bundle (it reads whole columns or intra-modal rows of "
                        f"the score matrix, which neighbour lists do not hold); methods that run on neighbour "
@@ -139,15 +148,19 @@ def run_on_lists(method, args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise CLIError(f"--out: expected a .npz file name, got {out.name!r}")
+    check_not_input("--out", out, [("bundle", args.bundle)])
     if out.exists() and not args.force:
         raise CLIError(f"output exists: {out} (use --force to overwrite)")
     lists = NeighborLists.load(args.bundle)
     result = LIST_METHODS[method.name](lists, **method.params())
+    if len(directions) < 2:  # --direction: the other direction's lists stay as they were
+        result = lists.with_lists(**{d: result.lists(d) for d in directions})
     result.save(out)
     base, new = evaluate_lists(lists), evaluate_lists(result)
     print(f"{args.bundle}: neighbour lists, {lists.num_images} images, {lists.num_texts} captions; {method!r}")
-    print(format_comparison(base, new, method.name, ("i2t", "t2i")))
-    print(f"wrote {out} (re-ranked i2t and t2i lists)")
+    print(format_comparison(base, new, method.name, directions))
+    print(f"wrote {out} (re-ranked {' and '.join(directions)} lists"
+          f"{'' if len(directions) == 2 else ', the other direction as it was'})")
     return 0
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -12,10 +13,11 @@ import torch
 from ..baselines import evaluate_rescored
 from ..data.synthetic import synthetic_splits
 from ..device import resolve_device
-from ..io import atomic_write_text, ensure_writable_dir
+from ..io import atomic_write_text, removed_on_failure
 from ..metrics import evaluate
 from ..train import fit_reranker
 from . import CLIError
+from .checks import check_new_file, run_folder
 from .train import add_model_arguments, recipe_from_args
 
 
@@ -32,20 +34,30 @@ def comparison_table(rows: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     device = resolve_device(args.device)
-    if args.out:
-        ensure_writable_dir(args.out)
     if args.results:
-        ensure_writable_dir(Path(args.results).parent)
+        check_new_file("--results", args.results, args.force)
     for name in ("train_images", "dev_images", "test_images"):
         if getattr(args, name) < 2:
             raise CLIError(f"--{name.replace('_', '-')}: expected at least 2 images, got {getattr(args, name)}")
+    with ExitStack() as folders:  # made now, removed again if the demo fails (a run folder with last.pt stays)
+        if args.results:
+            folders.enter_context(removed_on_failure(Path(args.results).parent))
+        if args.out:
+            out = folders.enter_context(run_folder(args.out))
+        else:
+            out = folders.enter_context(removed_on_failure(tempfile.mkdtemp(prefix="pillargraph-demo-"),
+                                                           created=True))
+        return train_and_report(args, out, device, t0)
+
+
+def train_and_report(args: argparse.Namespace, out: Path, device, t0: float) -> int:
+    """Draw the splits, train into ``out``, re-rank test and print (and write) the comparison."""
     train, dev, test = synthetic_splits(args.train_images, args.dev_images, args.test_images,
                                         seed=args.seed)
     print(f"synthetic splits (seed {args.seed}): train {train.num_images} images / {train.num_texts} "
           f"captions, dev {dev.num_images}, test {test.num_images}")
     recipe = recipe_from_args(args)
     print(f"recipe {recipe.describe()}")
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pillargraph-demo-"))
 
     def report(rec):
         dev_m = rec.get("dev", {})
@@ -73,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def write_results(args: argparse.Namespace, rows: dict, fitted, seconds: float) -> None:
     """The demo's figures and the settings that produced them, as JSON (for a results file)."""
     settings = {k: v for k, v in sorted(vars(args).items())
-                if k not in ("func", "command", "results", "out") and not callable(v)}
+                if k not in ("func", "command", "results", "out", "force") and not callable(v)}
     gain = rows["re-ranked (dev-fused)"]["rsum"] - rows["base"]["rsum"]
     record = {"command": f"pillargraph demo --results {args.results}", "settings": settings,
               "recipe": fitted.recipe.record(), "dev_fusion_weights": fitted.result.fusion,
@@ -92,5 +104,6 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default: a new temporary folder)")
     p.add_argument("--results", default=None, metavar="FILE.json",
                    help="also write the test figures and the settings to this JSON file")
+    p.add_argument("--force", action="store_true", help="replace an existing --results file")
     add_model_arguments(p)
     p.set_defaults(func=run, epochs=3)

@@ -9,22 +9,31 @@ from pathlib import Path
 
 from ..data.files import load_split, npz_format
 from ..data.list_shards import ListPart, merge_list_parts
+from ..io import removed_on_failure
 from ..shard import ShardPart, check_fingerprint, check_parts, merge_parts
 from . import CLIError
-from .rerank import check_out, save_and_report
+from .checks import check_not_input, check_out
+from .rerank import save_and_report
 
 __all__ = ["add_parser", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    check_out(out, args.force)
-    if npz_format(args.parts[0]) == "lists-part":
-        return merge_lists(args, out)
+    check_out(out, args.force, [*(("part", p) for p in args.parts), ("--split", args.split)])
+    with removed_on_failure(out.parent):  # a folder made here goes again if the merge fails
+        if npz_format(args.parts[0]) == "lists-part":
+            return merge_lists(args, out)
+        return merge_reranked(args, out)
+
+
+def merge_reranked(args: argparse.Namespace, out: Path) -> int:
+    """The parts of ``pillargraph rerank --shard I/N``: write the re-ranked split."""
     parts = check_parts([ShardPart.load(p) for p in args.parts])  # before the split is read
     split_path = args.split or parts[0].split_path
     if split_path is None:
         raise CLIError("--split: the parts record no split file; pass the bundle or lists they were made from")
+    check_not_input("--out", out, [("split recorded in the parts", split_path)])
     check_fingerprint(parts, split_path)
     split = load_split(split_path)
     result = merge_parts(parts, split)

@@ -3,8 +3,9 @@
 ``INPUT.npz`` is an embeddings file (``img_emb``, ``txt_emb``, ``txt2img``;
 optionally ``img_intra_emb`` / ``txt_intra_emb`` from unimodal encoders) or a
 dense bundle. From embeddings, the scores are cosine similarities of the
-L2-normalised embeddings (:func:`~pillargraph.data.topk_neighbors`). The lists are written in the format :meth:`NeighborLists.save`
-writes, which ``train``, ``rerank`` and ``evaluate`` accept in place of a bundle.
+L2-normalised embeddings (:func:`~pillargraph.data.topk_neighbors`). The lists
+are written in the format :meth:`NeighborLists.save` writes, which ``train``,
+``rerank`` and ``evaluate`` accept in place of a bundle.
 
 With ``--episode-images N`` the images are cut into the training episodes of
 :func:`~pillargraph.data.partition.episode_partition` (what ``pillargraph train``
@@ -22,17 +23,18 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..bundle import SimilarityBundle
 from ..data.files import load_embeddings, npz_format
 from ..data.list_shards import neighbor_shard
-from ..data.neighbors import BACKENDS, NeighborLists, faiss_available
+from ..data.neighbors import BACKENDS, NeighborLists, check_embeddings, faiss_available
 from ..device import resolve_device
-from ..io import ensure_writable_dir
+from ..io import removed_on_failure
 from ..shard import file_fingerprint
 from ..data.partition import episode_partition
 from . import CLIError
+from .checks import check_out
 from .rerank import shard_out
 from .train import parse_episode_images
 
@@ -42,28 +44,42 @@ __all__ = ["add_parser", "run"]
 def run(args: argparse.Namespace) -> int:
     shard, args.out = shard_out(args.shard, args.out)
     out = Path(args.out)
-    if out.suffix != ".npz":
-        raise CLIError(f"--out: expected a .npz file name, got {out.name!r}")
-    if out.exists() and not args.force:
-        raise CLIError(f"--out {out} exists; pass --force to replace it")
+    check_out(out, args.force, [("", args.input)])
     if args.k < 1:
         raise CLIError(f"--k: must be positive, got {args.k}")
     device = resolve_device(args.device)
     sizes = parse_episode_images(args.episode_images)
     if sizes and shard is not None:
         raise CLIError("--episode-images: not with --shard (episodes are small: search them whole)")
-    ensure_writable_dir(out.parent)  # before the search, not after it
     progress = not args.quiet and sys.stderr.isatty() or args.progress
-    if shard is not None:
-        return write_shard(args, shard, device, progress)
+    with removed_on_failure(out.parent):  # checked before the search; a folder made here goes if it fails
+        if shard is not None:
+            return write_shard(args, shard, device, progress)
+        return write_lists(args, out, device, progress, sizes)
+
+
+def read_embeddings(path: str) -> Dict[str, Any]:
+    """The arrays of an embeddings file, all checked before any search (whichever rows a shard
+    holds); a bad one is named with the file."""
+    arrays = load_embeddings(path)
+    try:
+        return check_embeddings(**arrays)
+    except ValueError as err:
+        raise CLIError(f"{path}: {err}") from None
+
+
+def write_lists(args: argparse.Namespace, out: Path, device, progress: bool,
+                sizes: Optional[Tuple[int, ...]] = None) -> int:
+    """The whole search: write the neighbour lists of an embeddings file (within episodes of ``sizes``
+    images, if any) or a dense bundle."""
     t0 = time.perf_counter()
     if npz_format(args.input) == "embeddings":
-        arrays = load_embeddings(args.input)
-        episodes = (episode_partition(len(arrays["img_emb"]), sizes, args.episode_seed) if sizes else None)
+        e = read_embeddings(args.input)
+        episodes = episode_partition(e["img_emb"].shape[0], sizes, args.episode_seed) if sizes else None
         lists = NeighborLists.from_embeddings(
-            arrays["img_emb"], arrays["txt_emb"], arrays["txt2img"], args.k,
-            arrays.get("img_intra_emb"), arrays.get("txt_intra_emb"), keep_embeddings=not args.no_embeddings,
-            chunk_size=args.chunk_size, backend=args.backend, device=device, progress=progress, episodes=episodes)
+            e["img_emb"], e["txt_emb"], e["txt2img"], args.k, e["img_intra_emb"], e["txt_intra_emb"],
+            keep_embeddings=not args.no_embeddings, chunk_size=args.chunk_size, backend=args.backend,
+            device=device, progress=progress, episodes=episodes)
         source = "embeddings" + (f", within episodes of {args.episode_images} images" if sizes else "")
     else:
         if sizes:
@@ -87,11 +103,10 @@ def write_shard(args: argparse.Namespace, shard: Tuple[int, int], device, progre
         raise CLIError(f"--shard: needs an embeddings file (img_emb, txt_emb, txt2img), and {args.input} is not "
                        f"one; a dense bundle's lists are built whole")
     t0 = time.perf_counter()
-    arrays = load_embeddings(args.input)
-    part = neighbor_shard(arrays["img_emb"], arrays["txt_emb"], arrays["txt2img"], args.k,
-                          arrays.get("img_intra_emb"), arrays.get("txt_intra_emb"), index=shard[0], count=shard[1],
-                          keep_embeddings=not args.no_embeddings, chunk_size=args.chunk_size,
-                          backend=args.backend, device=device, progress=progress,
+    e = read_embeddings(args.input)
+    part = neighbor_shard(e["img_emb"], e["txt_emb"], e["txt2img"], args.k, e["img_intra_emb"], e["txt_intra_emb"],
+                          index=shard[0], count=shard[1], keep_embeddings=not args.no_embeddings,
+                          chunk_size=args.chunk_size, backend=args.backend, device=device, progress=progress,
                           inputs={"embeddings": file_fingerprint(args.input)},
                           input_path=str(Path(args.input).resolve()))
     part.save(args.out)

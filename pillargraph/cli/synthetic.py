@@ -11,9 +11,10 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any, Dict, List
 
 from ..data.synthetic import SPLIT_NAMES, SyntheticConfig, SyntheticWorld
-from ..io import ensure_writable_dir
+from ..io import removed_on_failure
 from ..metrics import evaluate
 from . import CLIError
 from .evaluate import format_metrics
@@ -42,7 +43,17 @@ def run(args: argparse.Namespace) -> int:
                        f"{args.captions_per_image}")
     config = SyntheticConfig(**{f.name: getattr(args, f.name)
                                 for f in dataclasses.fields(SyntheticConfig)})
-    ensure_writable_dir(out_dir)  # before the splits are drawn
+    with removed_on_failure(out_dir):  # checked before the splits are drawn; made here, gone again on failure
+        report = write_splits(args, config, sizes, targets)
+    if args.json:
+        print(json.dumps({"seed": args.seed, "config": dataclasses.asdict(config),
+                          "splits": report}, indent=2))
+    return 0
+
+
+def write_splits(args: argparse.Namespace, config: SyntheticConfig, sizes: Dict[str, int],
+                 targets: List[Path]) -> Dict[str, Any]:
+    """Draw and save the three splits (printing each one's metrics unless ``--json``); returns the report."""
     world = SyntheticWorld(config, seed=args.seed)
     report = {}
     for name, path in zip(SPLIT_NAMES, targets):
@@ -55,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
             print(format_metrics(metrics, f"{path}: {bundle.num_images} images, "
                                           f"{bundle.num_texts} captions (base cosine)"))
             print()
-    if args.json:
-        print(json.dumps({"seed": args.seed, "config": dataclasses.asdict(config),
-                          "splits": report}, indent=2))
-    return 0
+    return report
 
 
 def add_parser(sub) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
@@ -11,11 +13,11 @@ from ..data.files import load_split
 from ..data.partition import check_episode_sizes
 from ..device import resolve_device
 from ..graphs.node_features import NODE_FEATURES, split_node_features
-from ..io import ensure_writable_dir
 from ..losses import LOSS_DEFAULTS
 from ..train import DEFAULT_RECIPE, RECIPES, Recipe, TrainConfig, Trainer, get_recipe, prepare_run, recipe_parts, recipe_table
 from ..train.distributed import DistributedTrainer, init_from_env, shutdown
 from . import CLIError
+from .checks import check_splits, run_folder, setting_type
 
 
 #: ``--flag`` destination -> (recipe part, field) for the settings a flag overrides.
@@ -70,13 +72,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=None, help=_FROM_RECIPE)
     t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--lr", type=setting_type(TrainConfig.check_setting, "lr"), default=None)
     t.add_argument("--optimizer", default=None, choices=("adamw", "sgd"))
     t.add_argument("--patience", type=int, default=None)
     t.add_argument("--no-align", action="store_true", help="ablation: no structure-alignment loss")
     loss = p.add_argument_group("loss (defaults: pillargraph.losses.LOSS_DEFAULTS, unless the recipe sets them)")
     for name, default in LOSS_DEFAULTS.items():
-        loss.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, metavar="X",
+        loss.add_argument(f"--{name.replace('_', '-')}", type=setting_type(TrainConfig.check_setting, name),
+                          default=None, metavar="X",
                           help=f"PillarLoss {name} (default: {default:g})")
     t.add_argument("--fusion-outputs", default=None, metavar="MODES",
                    help="output modes the dev selection chooses from with the fusion weights, comma-separated "
@@ -147,19 +150,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         if context.distributed and device.type == "cuda":
             device = torch.device("cuda", context.local_rank)
-        if context.is_main:
-            ensure_writable_dir(args.out)  # before the splits are read and an epoch is spent
-        recipe = recipe_from_args(args)
-        train = load_split(args.train)
-        dev = load_split(args.dev)
-        run = prepare_run(recipe, train, args.seed, args.episode_seed, name=str(args.train))
-        parts = (run.model, run.builder, run.config)
-        if context.distributed:
-            trainer = DistributedTrainer(*parts, out_dir=args.out, device=device, context=context,
-                                         run_info=run.run_info)
-        else:
-            trainer = Trainer(*parts, out_dir=args.out, device=device, run_info=run.run_info)
-        result = trainer.fit(run.train, dev, resume=args.resume)
+        # made before the splits are read and an epoch is spent; removed again if it fails before a checkpoint
+        with run_folder(args.out) if context.is_main else nullcontext():
+            recipe = recipe_from_args(args)
+            train = load_split(args.train)
+            dev = load_split(args.dev)
+            run = prepare_run(recipe, train, args.seed, args.episode_seed, name=str(args.train))
+            check_splits(run.builder, train=(args.train, run.train), dev=(args.dev, dev))
+            parts = (run.model, run.builder, run.config)
+            if context.distributed:
+                trainer = DistributedTrainer(*parts, out_dir=args.out, device=device, context=context,
+                                             run_info=run.run_info)
+            else:
+                trainer = Trainer(*parts, out_dir=args.out, device=device, run_info=run.run_info)
+            trainer.run_info["dev_split"] = str(Path(args.dev).resolve())  # rerank selects the fusion on it
+            result = trainer.fit(run.train, dev, resume=args.resume)
     finally:
         shutdown(context)
     if context.is_main:
