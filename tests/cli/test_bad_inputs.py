@@ -1,14 +1,18 @@
-"""Catalogue of bad inputs and faults for every command (issue 11).
+"""Catalogue of bad inputs and faults for every command (issues 11 and 20).
 
 Each case runs ``pillargraph`` in-process and must end with a non-zero exit
 status, exactly one line on stderr that names the problem (the ``expect``
-pattern), no traceback, and every file that existed before untouched (no file
-added either). Faults (a full disk, a read-only folder) are injected into
-:mod:`pillargraph.io`, so the cases also hold for root, who ignores file modes.
+pattern), no traceback, and every file and folder that existed before
+untouched (none added either, temporary folders included: ``tempfile`` is
+pointed into the workspace). Faults (a full disk, a read-only folder) are
+injected into :mod:`pillargraph.io`, so the cases also hold for root, who
+ignores file modes. The cases of issue 20 ("hardening, round 3") are marked
+with their cause number.
 """
 import errno
 import hashlib
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -27,6 +31,14 @@ from ..helpers.faults import BROKEN_NPZ, fail_with, make_broken
 SMALL = ["--num-pillars", "8", "--k-i2t", "8", "--k-t2i", "4", "--overlap-neighbors", "4",
          "--hidden", "16", "--heads", "2", "--epochs", "1", "--batch-size", "64"]
 TINY_DEMO = ["--train-images", "30", "--dev-images", "20", "--test-images", "20", *SMALL]
+
+
+def small(**changes) -> str:
+    """:data:`SMALL` as one string, with some flags' values changed (``k_t2i=5`` -> ``--k-t2i 5``)."""
+    args = list(SMALL)
+    for name, value in changes.items():
+        args[args.index("--" + name.replace("_", "-")) + 1] = str(value)
+    return " ".join(args)
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,91 @@ CASES = [
          r"afile is a file, not a folder"),
     case("demo-read-only-out", "demo --out {ws}/d1 " + " ".join(TINY_DEMO), r"d1.*Read-only file system",
          fault=("mkstemp", EROFS)),
+    # ------------------------------------------------ issue 20: hardening, round 3
+    # 1: a checkpoint without dev-selected fusion weights never re-ranks at an assumed weight
+    case("rerank-no-fusion-no-dev", "rerank --checkpoint {ws}/nofusion.pt {ws}/test.npz --out {ws}/o.npz",
+         r"--checkpoint .*nofusion\.pt: holds no dev-selected fusion weights.*--dev DEV\.npz.*--fusion-weight"),
+    case("rerank-no-fusion-dev-gone", "rerank --checkpoint {ws}/devgone.pt {ws}/test.npz --out {ws}/o.npz",
+         r"devgone\.pt: holds no dev-selected fusion weights .*, and the run's dev split .*gone\.npz is gone.*--dev"),
+    case("rerank-dev-and-fusion-weight", "rerank " + CKPT + " {ws}/test.npz --out {ws}/o.npz --dev {ws}/dev.npz "
+         "--fusion-weight 0.5", r"--dev: .*--fusion-weight gives them; pass one"),
+    # 2: weights chosen for one output mode are not used for another
+    case("rerank-output-without-its-weights", "rerank --checkpoint {ws}/oldfusion.pt {ws}/test.npz --out {ws}/o.npz "
+         "--output i2t", r"oldfusion\.pt: holds dev-selected fusion weights for the fused output only, not for "
+                         r"--output i2t.*--dev"),
+    # 3: resume refuses any changed graph, model or training setting, naming it
+    case("train-resume-other-k-t2i", BUNDLE_ARGS + " --out {ws}/run --resume " + small(k_t2i=5),
+         r"--k-t2i: 4 in the run in .*run, 5 now; resume with the same settings or choose another --out"),
+    case("train-resume-other-hidden", BUNDLE_ARGS + " --out {ws}/run --resume " + small(hidden=32),
+         r"--hidden: 16 in the run in .*run, 32 now"),
+    case("train-resume-other-node-features", BUNDLE_ARGS + " --out {ws}/run --resume --node-features rank,reciprocal "
+         + small(), r"--node-features: \[\"rank\"\] in the run in .*run, \[\"rank\", \"reciprocal\"\] now"),
+    case("train-resume-other-lr", BUNDLE_ARGS + " --out {ws}/run --resume --lr 0.01 " + small(),
+         r"--lr: 0\.001 in the run in .*run, 0\.01 now"),
+    # 4: every shard checks the whole input, even a shard that holds no rows (shard 1 of a one-block split)
+    *[case(f"neighbors-shard-{name}", f"neighbors {{ws}}/emb-{name}.npz --k 5 --out {{ws}}/l.npz --shard 1/3", expect)
+      for name, expect in (("long-txt2img", r"emb-long-txt2img\.npz: txt2img: expected shape \(100,\)"),
+                           ("nan", r"emb-nan\.npz: img_emb: contains 1 non-finite value"),
+                           ("out-of-range", r"emb-out-of-range\.npz: txt2img: values must lie in \[0, 20\)"))],
+    case("neighbors-long-txt2img", "neighbors {ws}/emb-long-txt2img.npz --k 5 --out {ws}/l.npz",
+         r"emb-long-txt2img\.npz: txt2img: expected shape \(100,\)"),
+    # 5: non-finite or negative learning rates, loss weights, margins and temperatures, at parse time
+    *[case(f"train-{flag}-{value}", BUNDLE_ARGS + f" --out {{ws}}/r1 --{flag} {value}",
+           rf"argument --{flag}: must be a (positive|non-negative), finite number, got {value}")
+      for flag, value in (("tau", "inf"), ("align-tau", "nan"), ("lr", "inf"), ("contrastive", "nan"),
+                          ("triplet", "-1.0"), ("margin", "-0.5"), ("hinge-margin", "-2.0"), ("alignment", "inf"))],
+    case("demo-lr-nan", "demo --lr nan", r"argument --lr: must be a positive, finite number"),
+    case("rerank-nan-weights", "rerank --checkpoint {ws}/nan.pt {ws}/test.npz --out {ws}/o.npz --fusion-weight 1",
+         r"nan\.pt: its weights hold NaN or infinite values"),
+    # 6: an output that is one of the inputs, also through a link; demo --results follows --force
+    case("rerank-out-is-bundle", "rerank " + CKPT + " {ws}/test.npz --out {ws}/test.npz --force",
+         r"--out .*test\.npz: is the same file as the input bundle .*test\.npz"),
+    case("rerank-out-links-to-bundle", "rerank " + CKPT + " {ws}/test.npz --out {ws}/link-to-test.npz --force",
+         r"--out .*link-to-test\.npz: is the same file as the input bundle"),
+    case("rerank-out-is-dev", "rerank " + CKPT + " {ws}/test.npz --dev {ws}/dev.npz --out {ws}/dev.npz --force",
+         r"is the same file as the input --dev"),
+    case("merge-out-is-part", "merge {ws}/part-1.npz {ws}/part-2.npz --out {ws}/part-1.npz --force",
+         r"--out .*part-1\.npz: is the same file as the input part"),
+    case("merge-out-is-split", "merge {ws}/part-1.npz {ws}/part-2.npz --out {ws}/test.npz --force",
+         r"--out .*test\.npz: is the same file as the input split recorded in the parts"),
+    case("neighbors-out-is-input", "neighbors {ws}/emb.npz --k 5 --out {ws}/emb.npz --force",
+         r"--out .*emb\.npz: is the same file as the input .*emb\.npz"),
+    case("baseline-out-is-input", "baseline krnn {ws}/test.npz --out {ws}/link-to-test.npz --direction i2t --force",
+         r"--out .*link-to-test\.npz: is the same file as the input bundle"),
+    case("baseline-lists-out-is-input", "baseline krnn {ws}/lists.npz --out {ws}/lists.npz --force",
+         r"--out .*lists\.npz: is the same file as the input bundle"),
+    case("demo-results-exists", "demo --results {ws}/results.json " + " ".join(TINY_DEMO),
+         r"--results .*results\.json exists; pass --force to replace it"),
+    # 8: the same prior twice, however it is spelt
+    case("train-prior-twice", BUNDLE_ARGS + " --out {ws}/r1 --node-features prior:dual_softmax,prior:dual_softmax() "
+         + small(), r"'prior:dual_softmax\(\)' repeats 'prior:dual_softmax'"),
+    case("train-prior-alias-twice", BUNDLE_ARGS + " --out {ws}/r1 --node-features prior:dsl,prior:dual_softmax "
+         + small(), r"'prior:dual_softmax' repeats 'prior:dsl'"),
+    # 10: a tampered re-ranking part is named
+    case("merge-tampered-part", "merge {ws}/part-1.npz {ws}/part-2-cut.npz --out {ws}/m.npz",
+         r"part-2-cut\.npz: .*i2t_learned: expected shape"),
+    case("merge-tampered-ids", "merge {ws}/part-1.npz {ws}/part-2-ids.npz --out {ws}/m.npz",
+         r"part-2-ids\.npz: .*t2i_node_index: node ids out of range"),
+    # 11: checked before the work starts, naming the flag, the file and what the user set
+    case("train-dev-lists-too-shallow", BUNDLE_ARGS.replace("{ws}/dev.npz", "{ws}/dev-lists9.npz") + " --out {ws}/r1 "
+         + small(), r"--dev .*dev-lists9\.npz: lists: of depth 9 \(i2t\) and 9 \(t2i\) .*R@10 needs depth 11"),
+    case("train-reciprocal-lists-too-shallow", BUNDLE_ARGS.replace("{ws}/train.npz", "{ws}/train-lists9.npz")
+         + " --out {ws}/r1 --node-features reciprocal " + small(),
+         r"--train .*train-lists9\.npz: t2i lists: 9 deep, but node_features 'reciprocal' .* read whole \(40 items\)"),
+    case("train-prior-bad-parameter", BUNDLE_ARGS + " --out {ws}/r1 --node-features prior:dual_softmax(temp=1) "
+         + small(), r"prior 'prior:dual_softmax\(temp=1\)': dual_softmax: bad parameters \['temp'\]"),
+    case("train-fusion-outputs-empty", BUNDLE_ARGS + " --out {ws}/r1 --fusion-outputs , " + small(),
+         r"fusion_outputs: empty; name one or more output modes"),
+    case("rerank-out-existing-not-npz", "rerank " + CKPT + " {ws}/test.npz --out {ws}/exists.txt",
+         r"--out: expected a \.npz file name, got 'exists\.txt'"),
+    case("train-bad-setting-new-folder", BUNDLE_ARGS + " --out {ws}/new-run/run --node-features colour " + small(),
+         r"unknown group\(s\) \['colour'\]"),
+    case("demo-fails-in-training", "demo " + " ".join(TINY_DEMO).replace("--train-images 30", "--train-images 2"),
+         r"num_pillars: 8 pillars asked for"),
+    case("rerank-bad-bundle-new-folder", "rerank " + CKPT + " {ws}/text.npz --out {ws}/new-rerank/o.npz", r"not a \.npz"),
+    # 12: {shard} in --out needs --shard
+    case("rerank-shard-placeholder-without-shard", "rerank " + CKPT + " {ws}/test.npz --out {ws}/x-{{shard}}.npz",
+         r"--out .*x-\{shard\}\.npz: \{shard\} is filled in with the shard number, which needs --shard"),
 ]
 
 
@@ -193,6 +290,23 @@ def _write_workspace(ws):
     (ws / "text.npz").write_text("sim_i2t,txt2img\n0.1,0\n")
     (ws / "afile").write_text("a plain file where a folder is expected\n")
     (ws / "junk.pt").write_bytes(b"not a checkpoint")
+    _write_round3_inputs(ws, train, dev, test, img, txt)
+
+
+def _write_round3_inputs(ws, train, dev, test, img, txt):
+    """Inputs of the issue-20 cases: a link to an input, bad embeddings, shallow lists, a results file."""
+    (ws / "link-to-test.npz").symlink_to(ws / "test.npz")
+    (ws / "exists.txt").write_text("not a .npz\n")
+    (ws / "results.json").write_text("{}\n")
+    (ws / "tmp").mkdir()  # tempfile's folder during the cases
+    bad = img.clone()
+    bad[3, 2] = float("nan")
+    for name, (i, t2i) in {"long-txt2img": (img, np.arange(20).repeat(6)), "nan": (img, np.arange(20).repeat(5)),
+                           "out-of-range": (img, np.arange(20).repeat(5) + 1)}.items():
+        np.savez(ws / f"emb-{name}.npz", img_emb=(bad if name == "nan" else i).numpy(), txt_emb=txt.numpy(),
+                 txt2img=t2i)
+    NeighborLists.from_bundle(dev, 9).save(ws / "dev-lists9.npz")
+    NeighborLists.from_bundle(train, 9).save(ws / "train-lists9.npz")
 
 
 def _write_checkpoints(ws):
@@ -200,9 +314,28 @@ def _write_checkpoints(ws):
                  "--out", str(ws / "run"), *SMALL]) == 0
     state = torch.load(ws / "run" / "best.pt", weights_only=True)
     torch.save({k: v for k, v in state.items() if k != "builder_config"}, ws / "nobuilder.pt")
+    info = {k: v for k, v in state["run_info"].items() if k != "dev_split"}
+    no_dev = {**state, "run_info": info}  # as checkpoints written before runs recorded their dev split
+    torch.save({**no_dev, "fusion": None}, ws / "nofusion.pt")
+    torch.save({**state, "fusion": None, "run_info": dict(info, dev_split=str(ws / "gone.npz"))}, ws / "devgone.pt")
+    old = {k: v for k, v in state["fusion"].items() if k != "per_output"}
+    torch.save({**no_dev, "fusion": dict(old, output="fused")}, ws / "oldfusion.pt")
     name = next(iter(state["model"]))
+    torch.save({**state, "model": {**state["model"], name: state["model"][name] * float("nan")}}, ws / "nan.pt")
     state["model"][name] = torch.zeros(3, 1)
     torch.save(state, ws / "badshape.pt")
+    _write_parts(ws)
+
+
+def _write_parts(ws):
+    """The two parts of a sharded rerank of test.npz, and two tampered copies of the second."""
+    for i in (1, 2):
+        assert main(["rerank", "--checkpoint", str(ws / "run" / "best.pt"), str(ws / "test.npz"), "--batch-size",
+                     "8", "--shard", f"{i}/2", "--out", str(ws / f"part-{i}.npz")]) == 0
+    with np.load(ws / "part-2.npz") as part:
+        arrays = dict(part)
+    np.savez(ws / "part-2-cut.npz", **dict(arrays, i2t_learned=arrays["i2t_learned"][:, :5]))
+    np.savez(ws / "part-2-ids.npz", **dict(arrays, t2i_node_index=arrays["t2i_node_index"] + 1000))
 
 
 @pytest.fixture(scope="module")
@@ -214,9 +347,9 @@ def ws(tmp_path_factory):
 
 
 def snapshot(root):
-    """Every file under ``root`` and a hash of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under ``root`` and a hash of its bytes, and every folder (an empty one left behind counts)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(root.rglob("*"))}
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
@@ -225,6 +358,7 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(c, ws, capsys, monkeypatc
         pytest.skip("a CUDA device is present")
     before = snapshot(ws)
     capsys.readouterr()
+    monkeypatch.setattr(tempfile, "tempdir", str(ws / "tmp"))  # temporary folders left behind show too
     if c.fault:
         fail_with(monkeypatch, *c.fault)
     argv = [a.format(ws=ws) for a in c.argv]
@@ -244,8 +378,8 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(c, ws, capsys, monkeypatc
 
 
 def test_catalogue_size():
-    """The closing note of issue 11 quotes this count."""
-    assert len(CASES) >= 80
+    """The closing notes of issues 11 and 20 quote this count."""
+    assert len(CASES) >= 130
 
 
 def test_closed_output_pipe_is_quiet(ws):
