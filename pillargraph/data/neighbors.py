@@ -31,10 +31,13 @@ from .partition import episode_texts
 from .source import KINDS, check_kind
 
 __all__ = ["topk_neighbors", "topk_from_matrix", "faiss_available", "NeighborLists", "BACKENDS", "chunk_rows",
-           "FAISS_BLOCK_ROWS", "resolve_backend", "check_embeddings"]
+           "FAISS_BLOCK_ROWS", "resolve_backend", "check_embeddings", "SIMILARITIES", "check_similarity"]
 
 #: Values of the ``backend`` argument of :func:`topk_neighbors`.
 BACKENDS = ("auto", "torch", "faiss")
+#: How :func:`topk_neighbors` scores two rows: ``"cosine"`` (both sides L2-normalised) or ``"dot"``
+#: (the plain inner product, e.g. a BM25 query row against a BM25 document row).
+SIMILARITIES = ("cosine", "dot")
 
 # Elements per similarity block when no chunk size is given: 128 MiB of float32.
 _CHUNK_ELEMENTS = 1 << 25
@@ -175,6 +178,17 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="rows", leave=False)
 
 
+def check_similarity(similarity: str, name: str = "similarity") -> str:
+    """``similarity`` when it is one of :data:`SIMILARITIES`.
+
+    Raises:
+        ValueError: any other value (the message names ``name`` and the choices).
+    """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"{name}: expected one of {list(SIMILARITIES)}, got {similarity!r}")
+    return similarity
+
+
 def _unit_rows(x: Any) -> Any:
     """Rows scaled to unit L2 norm (zero rows stay zero); scipy sparse stays sparse (CSR, float32)."""
     if scipy.sparse.issparse(x):
@@ -196,14 +210,19 @@ def _check_sparse_side(x: Any, name: str) -> None:
 
 
 def _sparse_topk(queries: Any, gallery: Any, k: int, chunk_size: Optional[int], exclude_self: bool,
-                 device: torch.device, progress: bool) -> Tuple[Tensor, Tensor]:
+                 device: torch.device, progress: bool, normalize: bool = True) -> Tuple[Tensor, Tensor]:
     r""":func:`topk_neighbors` where either side is a scipy sparse matrix (e.g. raw TF-IDF).
 
     Each block of query rows is made dense and multiplied with the sparse
     gallery (``G @ q_block^T``), so memory stays :math:`O(\text{chunk} \cdot G)`
-    and no dense copy of a sparse side is ever made.
+    and no dense copy of a sparse side is ever made. Without ``normalize`` the
+    scores are plain inner products (in float32).
     """
-    q, g = _unit_rows(queries), _unit_rows(gallery)
+    if normalize:
+        q, g = _unit_rows(queries), _unit_rows(gallery)
+    else:
+        q, g = (scipy.sparse.csr_matrix(x, dtype=np.float32) if scipy.sparse.issparse(x)
+                else np.asarray(x, dtype=np.float32) for x in (queries, gallery))
 
     def block(a: int, b: int) -> Tensor:
         rows = q[a:b]
@@ -267,13 +286,16 @@ def resolve_backend(backend: str, dtype: torch.dtype, device: torch.device) -> s
 # ------------------------------------------------------------------------ top-k search
 def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[int] = None,
                    exclude_self: bool = False, backend: str = "auto",
-                   device: Device = None, progress: bool = False) -> Tuple[Tensor, Tensor]:
-    r"""Top-``k`` gallery items of every query by cosine similarity, in chunks.
+                   device: Device = None, progress: bool = False,
+                   similarity: str = "cosine") -> Tuple[Tensor, Tensor]:
+    r"""Top-``k`` gallery items of every query by cosine similarity (or inner product), in chunks.
 
     Both sides are L2-normalised, so the score is
 
     .. math::
-        s(q, g) = \frac{q^\top g}{\lVert q \rVert \, \lVert g \rVert}.
+        s(q, g) = \frac{q^\top g}{\lVert q \rVert \, \lVert g \rVert},
+
+    or, with ``similarity="dot"``, neither side is and :math:`s(q, g) = q^\top g`.
 
     The similarity block of ``chunk_size`` queries against the whole gallery is
     the only large temporary, so memory is :math:`O(R \cdot k + \text{chunk}
@@ -306,6 +328,8 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
             result (default: the device of ``queries``).
         progress (bool, optional): show a progress bar over query rows
             (default: :obj:`False`).
+        similarity (str, optional): ``"cosine"`` or ``"dot"`` (see
+            :data:`SIMILARITIES`; default: ``"cosine"``).
 
     Returns:
         ``(index, score)``: :obj:`[R, k]` long gallery indices and their scores,
@@ -313,14 +337,15 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
 
     Raises:
         ValueError: bad shapes, non-finite values, ``k`` out of range, an
-            unknown backend, or ``backend='faiss'`` without FAISS installed.
+            unknown backend or similarity, or ``backend='faiss'`` without FAISS installed.
     """
+    normalize = check_similarity(similarity) == "cosine"
     if scipy.sparse.issparse(queries) or scipy.sparse.issparse(gallery):
         _check_sparse_side(queries, "queries")
         _check_sparse_side(gallery, "gallery")
         k = _check_pair(queries.shape, gallery.shape, k, exclude_self)
         return _sparse_topk(queries, gallery, k, chunk_size, exclude_self,
-                            torch.device(device or "cpu"), progress)
+                            torch.device(device or "cpu"), progress, normalize)
     q = _float_matrix(queries, "queries")
     g = _float_matrix(gallery, "gallery")
     k = _check_pair(q.shape, g.shape, k, exclude_self)
@@ -329,9 +354,9 @@ def topk_neighbors(queries: Any, gallery: Any, k: int, *, chunk_size: Optional[i
     resolved = resolve_backend(backend, dtype, device)
     step = chunk_rows(chunk_size, g.shape[0], resolved)
     if resolved == "faiss":
-        return _faiss_topk(q, g, k, step, exclude_self, progress)
+        return _faiss_topk(q, g, k, step, exclude_self, progress, normalize)
 
-    return _torch_topk(q, g, k, step, exclude_self, device, dtype, progress)
+    return _torch_topk(q, g, k, step, exclude_self, device, dtype, progress, normalize)
 
 
 def _check_pair(q_shape: Tuple[int, ...], g_shape: Tuple[int, ...], k: int, exclude_self: bool) -> int:
@@ -345,20 +370,24 @@ def _check_pair(q_shape: Tuple[int, ...], g_shape: Tuple[int, ...], k: int, excl
                     "the gallery (without the query itself)" if exclude_self else "the gallery")
 
 
+def _maybe_unit(x: Tensor, normalize: bool) -> Tensor:
+    return F.normalize(x, dim=1) if normalize else x
+
+
 def _torch_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool, device: torch.device,
-                dtype: torch.dtype, progress: bool) -> Tuple[Tensor, Tensor]:
+                dtype: torch.dtype, progress: bool, normalize: bool = True) -> Tuple[Tensor, Tensor]:
     """Blocks of ``step`` query rows against the whole gallery, top-``k`` of each."""
-    qn = F.normalize(q.to(device=device, dtype=dtype), dim=1)
-    gn_t = F.normalize(g.to(device=device, dtype=dtype), dim=1).T
+    qn = _maybe_unit(q.to(device=device, dtype=dtype), normalize)
+    gn_t = _maybe_unit(g.to(device=device, dtype=dtype), normalize).T
     return _blockwise_topk(lambda a, b: qn[a:b] @ gn_t, q.shape[0], k, step, exclude_self, device, dtype,
                            _progress(q.shape[0], progress, "top-k"))
 
 
 def _faiss_topk(q: Tensor, g: Tensor, k: int, step: int, exclude_self: bool,
-                progress: bool = False) -> Tuple[Tensor, Tensor]:
+                progress: bool = False, normalize: bool = True) -> Tuple[Tensor, Tensor]:
     faiss = _import_faiss()
-    qn = F.normalize(q.detach().cpu().float(), dim=1).numpy()
-    gn = np.ascontiguousarray(F.normalize(g.detach().cpu().float(), dim=1).numpy())
+    qn = _maybe_unit(q.detach().cpu().float(), normalize).numpy()
+    gn = np.ascontiguousarray(_maybe_unit(g.detach().cpu().float(), normalize).numpy())
     flat = faiss.IndexFlatIP(gn.shape[1])
     flat.add(gn)
     depth = k + int(exclude_self)
@@ -861,7 +890,8 @@ class NeighborLists:
                         txt_intra_emb: Any = None, *, keep_embeddings: bool = True,
                         chunk_size: Optional[int] = None, backend: str = "auto",
                         device: Device = None, progress: bool = False,
-                        episodes: Optional[Sequence[Tensor]] = None) -> "NeighborLists":
+                        episodes: Optional[Sequence[Tensor]] = None,
+                        cross_similarity: str = "cosine") -> "NeighborLists":
         """Neighbour lists of all four kinds by chunked cosine search.
 
         Cross-modal lists (``i2t``, ``t2i``) come from ``img_emb`` / ``txt_emb``.
@@ -888,7 +918,17 @@ class NeighborLists:
                 :func:`~pillargraph.data.partition.episode_partition`): every row is
                 searched only against the items of its own episode, and ``k`` is
                 capped at the smallest episode's gallery (default: the whole split).
+            cross_similarity (str, optional): how ``i2t`` / ``t2i`` score a pair:
+                ``"cosine"`` or ``"dot"``, the inner product of ``img_emb`` (queries)
+                and ``txt_emb`` (documents) rows, e.g. BM25 (default: ``"cosine"``).
+                Intra lists are always cosine, so ``"dot"`` needs the intra
+                embeddings. ``"dot"`` embeddings are not kept (:meth:`gather`
+                computes cosines), so those kinds are answered from the lists.
         """
+        if check_similarity(cross_similarity, "cross_similarity") == "dot" and (
+                img_intra_emb is None or txt_intra_emb is None):
+            raise ValueError("img_intra_emb, txt_intra_emb: needed with cross_similarity='dot' (a "
+                             "query-document score is no intra-modal similarity)")
         checked = check_embeddings(img_emb, txt_emb, txt2img, img_intra_emb, txt_intra_emb)
         img, txt = checked["img_emb"], checked["txt_emb"]
         img_intra = img if img_intra_emb is None else checked["img_intra_emb"]
@@ -900,10 +940,11 @@ class NeighborLists:
         episode = None if episodes is None else _episode_ids(episodes, img.shape[0])
         lists: Dict[str, Tensor] = {}
         for kind, (q, g) in pairs.items():
+            kind_opts = dict(opts, similarity=cross_similarity if kind in ("i2t", "t2i") else "cosine")
             if episodes is None:
-                idx, val = topk_neighbors(q, g, min(depth[kind], g.shape[0]), **opts)
+                idx, val = topk_neighbors(q, g, min(depth[kind], g.shape[0]), **kind_opts)
             else:
-                idx, val = _episode_topk(q, g, kind, depth[kind], episodes, t, opts)
+                idx, val = _episode_topk(q, g, kind, depth[kind], episodes, t, kind_opts)
             lists[f"{kind}_index"], lists[f"{kind}_score"] = idx, val
         dev = lists["i2t_index"].device
 
@@ -911,7 +952,9 @@ class NeighborLists:
             dense = keep_embeddings and given is not None and not scipy.sparse.issparse(x)
             return x.to(dev) if dense else None
 
-        embs = dict(img_emb=kept(img), txt_emb=kept(txt), img_intra_emb=kept(img_intra, img_intra_emb),
+        keep_cross = True if cross_similarity == "cosine" else None  # gather() would take dot rows as cosines
+        embs = dict(img_emb=kept(img, keep_cross), txt_emb=kept(txt, keep_cross),
+                    img_intra_emb=kept(img_intra, img_intra_emb),
                     txt_intra_emb=kept(txt_intra, txt_intra_emb))
         if embs["img_emb"] is None or embs["txt_emb"] is None:  # both or neither
             embs["img_emb"] = embs["txt_emb"] = None

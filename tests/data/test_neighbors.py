@@ -374,3 +374,44 @@ def test_faiss_blocks_are_never_small_by_default():
     assert chunk_rows(None, 566_435) == (1 << 25) // 566_435
     assert chunk_rows(None, 100, "faiss") == (1 << 25) // 100           # the budget when it is larger
     assert chunk_rows(7, 566_435, "faiss") == 7                          # an explicit size is kept
+
+
+# ------------------------------------------------------------------------ inner products (BM25-style scores)
+@pytest.mark.parametrize("chunk_size", [1, 7, None])
+def test_topk_neighbors_dot_is_the_plain_inner_product(chunk_size):
+    import scipy.sparse
+    img, txt, _ = embeddings(6)
+    img, txt = img.abs() * torch.linspace(0.5, 3, 40, dtype=img.dtype)[:, None], txt.abs()
+    ref_idx, ref_val = reference_topk(img @ txt.T, 5)
+    idx, val = topk_neighbors(img, txt, 5, chunk_size=chunk_size, backend="torch", similarity="dot")
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(val, ref_val)
+    sparse_txt = scipy.sparse.csr_matrix(np.where(txt.numpy() > 0.8, txt.numpy(), 0).astype(np.float32))
+    dense_txt = torch.as_tensor(sparse_txt.toarray(), dtype=torch.float64)
+    ref_idx, ref_val = reference_topk(img @ dense_txt.T, 5)
+    idx, val = topk_neighbors(img.float().numpy(), sparse_txt, 5, chunk_size=chunk_size, similarity="dot")
+    torch.testing.assert_close(val.double(), ref_val, rtol=1e-5, atol=1e-5)
+    assert (idx == ref_idx).float().mean() > 0.99  # float32 rounding may swap near-ties
+    with pytest.raises(ValueError, match=r"similarity: expected one of \['cosine', 'dot'\]"):
+        topk_neighbors(img, txt, 5, similarity="euclidean")
+
+
+def test_lists_with_dot_cross_scores_keep_intra_cosine_and_drop_cross_embeddings():
+    img, txt, t2i = embeddings(7)
+    img_intra, txt_intra, _ = embeddings(8, d=6)
+    lists = NeighborLists.from_embeddings(img.abs(), txt.abs(), t2i, 6, img_intra, txt_intra, backend="torch",
+                                          cross_similarity="dot")
+    mats = dict(i2t=img.abs() @ txt.abs().T, t2i=txt.abs() @ img.abs().T, i2i=cosine(img_intra, img_intra),
+                t2t=cosine(txt_intra, txt_intra))
+    for kind, m in mats.items():
+        ref_idx, ref_val = reference_topk(m, 6)
+        idx, val = lists.topk(kind, 6)
+        assert torch.equal(idx, ref_idx), kind
+        torch.testing.assert_close(val, ref_val)
+        # a stored pair is gathered exactly; i2t/t2i from the lists (cosines of the rows would be wrong)
+        torch.testing.assert_close(lists.gather(kind, torch.arange(m.shape[0])[:, None], idx), ref_val)
+    assert not lists.has_embeddings
+    with pytest.raises(ValueError, match="img_intra_emb, txt_intra_emb: needed"):
+        NeighborLists.from_embeddings(img, txt, t2i, 6, cross_similarity="dot")
+    with pytest.raises(ValueError, match="cross_similarity: expected one of"):
+        NeighborLists.from_embeddings(img, txt, t2i, 6, cross_similarity="cos")
