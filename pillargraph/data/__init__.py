@@ -14,7 +14,8 @@ from .neighbors import BACKENDS, NeighborLists, faiss_available, topk_from_matri
 from .source import KINDS, DenseSimilarity, SimilaritySource, as_source, check_kind
 from .synthetic import (SyntheticConfig, SyntheticSplit, SyntheticWorld, synthetic_embeddings,
                         synthetic_splits)
-from .text_encoders import MiniLMEncoder, TextEncoder, TfidfEncoder, resolve_text_encoder
+from .text_encoders import (Bm25Encoder, FittedTextEncoder, LsaEncoder, MiniLMEncoder, TextEncoder, TfidfEncoder,
+                            resolve_text_encoder)
 
 __all__ = [
     "SimilaritySource",
@@ -51,7 +52,10 @@ __all__ = [
     "EmbeddingCache",
     "TextEncoder",
     "MiniLMEncoder",
+    "FittedTextEncoder",
     "TfidfEncoder",
+    "LsaEncoder",
+    "Bm25Encoder",
     "resolve_text_encoder",
     "POSITIVE_SOURCES",
     "COCO5K_SHAPE",

@@ -296,24 +296,28 @@ def load_caption_split(split: Union[str, PathLike, CaptionSplit], root: Optional
 # --------------------------------------------------------------- encoding
 def encode_caption_split(split: Union[str, PathLike, CaptionSplit], encoder: EncoderLike, *,
                          root: Optional[PathLike] = None, cache_dir: Optional[PathLike] = None,
-                         use_cache: bool = True) -> Embeddings:
+                         use_cache: bool = True, queries: bool = False) -> Embeddings:
     """Embeddings of every caption of a split, through the on-disk cache.
 
     Args:
         split: see :func:`load_caption_split`.
         encoder: a fitted :class:`~pillargraph.data.text_encoders.TextEncoder`, or
-            ``"minilm"`` (a ``"tfidf"`` encoder must be fitted first, so pass it as
-            an instance).
+            ``"minilm"`` (the corpus-fitted encoders, ``"tfidf"``, ``"lsa"`` and
+            ``"bm25"``, must be fitted first, so pass them as instances).
         root: the caption folder.
         cache_dir: the embedding cache folder (default: see
             :class:`~pillargraph.data.embedding_cache.EmbeddingCache`).
         use_cache: read and write the cache (default: True).
+        queries: the captions as queries of a query-document scorer such as BM25
+            (``encoder.encode_queries``; see
+            :meth:`~pillargraph.data.embedding_cache.EmbeddingCache.encode`); the
+            ordinary encoding for any other encoder (default: False).
 
     Returns:
-        :obj:`[C, d]` float32 array (or CSR sparse matrix for raw TF-IDF).
+        :obj:`[C, d]` float32 array (or CSR sparse matrix for raw TF-IDF and BM25).
     """
     split = load_caption_split(split, root)
     encoder = resolve_text_encoder(encoder)
     if use_cache:
-        return EmbeddingCache(cache_dir).encode(encoder, split.captions, split.content_hash)
-    return encoder.encode(split.captions)
+        return EmbeddingCache(cache_dir).encode(encoder, split.captions, split.content_hash, queries=queries)
+    return (encoder.encode_queries if queries else encoder.encode)(split.captions)

@@ -145,7 +145,8 @@ class EmbeddingCache:
             other.unlink()
         return path
 
-    def encode(self, encoder: Any, texts: Sequence[str], content_hash: Optional[str] = None) -> Embeddings:
+    def encode(self, encoder: Any, texts: Sequence[str], content_hash: Optional[str] = None, *,
+               queries: bool = False) -> Embeddings:
         """``encoder.encode(texts)``, read from the cache when present, else computed and stored.
 
         Args:
@@ -153,19 +154,27 @@ class EmbeddingCache:
                 with ``name``, ``settings()`` and ``encode(texts)``).
             texts: the texts to embed.
             content_hash: :func:`texts_hash` of ``texts`` when already known.
+            queries: embed the texts as queries, ``encoder.encode_queries(texts)``,
+                cached under their own key (``"side": "query"`` added to the
+                settings, file label ``NAME-query``). Only a query-document scorer
+                (``encoder.similarity == "dot"``) has a query side; for any other
+                encoder this is the ordinary encoding (default: False).
 
         Returns:
             The embeddings, one row per text.
         """
         texts = list(texts)
         content_hash = content_hash or texts_hash(texts)
-        key = embedding_cache_key(content_hash, encoder.name, encoder.settings())
-        emb = self.load(key, encoder.name, rows=len(texts))
+        queries = queries and getattr(encoder, "similarity", "cosine") == "dot"
+        settings = dict(encoder.settings(), side="query") if queries else encoder.settings()
+        label = f"{encoder.name}-query" if queries else encoder.name
+        key = embedding_cache_key(content_hash, encoder.name, settings)
+        emb = self.load(key, label, rows=len(texts))
         if emb is None:
-            emb = encoder.encode(texts)
+            emb = encoder.encode_queries(texts) if queries else encoder.encode(texts)
             if emb.shape[0] != len(texts):
                 raise ValueError(f"encoder: returned {emb.shape[0]} rows for {len(texts)} texts")
-            self.save(key, emb, encoder.name)
+            self.save(key, emb, label)
         return emb
 
     def __repr__(self) -> str:

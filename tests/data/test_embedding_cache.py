@@ -129,3 +129,31 @@ def test_encode_computes_once_then_reads(tmp_path):
         warnings.simplefilter("ignore")
         np.testing.assert_array_equal(EmbeddingCache(tmp_path).encode(enc, texts), first)
     assert enc.calls == 3
+
+
+class DotEncoder(CountingEncoder):
+    """A query-document scorer stand-in: queries and documents are encoded differently."""
+    name = "dotty"
+    similarity = "dot"
+
+    def encode_queries(self, texts):
+        self.calls += 1
+        return np.array([[1.0, len(t)] for t in texts], dtype=np.float32)
+
+
+def test_query_side_has_its_own_key_only_for_dot_scorers(tmp_path):
+    texts = ["a", "bbb"]
+    dot = DotEncoder()
+    docs = EmbeddingCache(tmp_path).encode(dot, texts)
+    queries = EmbeddingCache(tmp_path).encode(dot, texts, queries=True)
+    np.testing.assert_array_equal(queries, [[1, 1], [1, 3]])
+    assert not np.array_equal(docs, queries) and dot.calls == 2
+    EmbeddingCache(tmp_path).encode(dot, texts, queries=True)
+    assert dot.calls == 2  # read back from its own file
+    key = embedding_cache_key(texts_hash(texts), "dotty", {"scale": 1.0})
+    query_key = embedding_cache_key(texts_hash(texts), "dotty", {"scale": 1.0, "side": "query"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"dotty-{key}.npy", f"dotty-query-{query_key}.npy"]
+    cos = CountingEncoder()  # no query side: one file, one call
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path).encode(cos, texts, queries=True),
+                                  EmbeddingCache(tmp_path).encode(cos, texts))
+    assert cos.calls == 1 and len(list(tmp_path.glob("count-*"))) == 1
