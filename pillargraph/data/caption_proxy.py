@@ -14,6 +14,14 @@ anchors are embedded by ``A`` and the texts by ``B``, bridged by a centred
 ridge map :math:`W` learnt on another split (each anchor regressed onto each of
 its own texts): :math:`S^{i2t}_{it} = \cos((A(a_i) - \mu_A) W + \mu_B, B(t))`.
 
+A query-document scorer (``cross="bm25"``, see
+:class:`~pillargraph.data.text_encoders.Bm25Encoder`) scores each anchor as the
+query against each text as a document, :math:`S^{i2t}_{it} = \mathrm{BM25}(a_i, t)`
+(over the fit's largest self-score), the inner product of the anchor's query row
+and the text's document row; caption queries rank the images by the same
+scores. Such a score is not symmetric, so it is a cross-modal score only: the
+intra encoder must compare by cosine, and it cannot be a side of ``"A->B"``.
+
 :func:`caption_proxy_embeddings` embeds a split once (every caption file is
 cached on disk per encoder); the result turns into whatever the split's size
 allows:
@@ -22,7 +30,7 @@ allows:
   (dev and test splits, a few thousand images);
 * :meth:`ProxyEmbeddings.lists`: :class:`~pillargraph.data.NeighborLists`, never a
   dense matrix (the 29,000-image Flickr30K train split: its dense i2t matrix
-  alone would take 13.5 GB); raw TF-IDF goes through sparse products in row chunks;
+  alone would take 13.5 GB); raw TF-IDF and BM25 go through sparse products in row chunks;
 * :meth:`ProxyEmbeddings.episodes`: :class:`~pillargraph.data.EpisodicSimilarity`,
   the split cut into dense episodes of a test gallery's size.
 
@@ -46,8 +54,8 @@ from .captions import CAPTIONS_PER_IMAGE, CaptionSplit, encode_caption_split, lo
 from .embedding_cache import Embeddings
 from .episodes import EpisodicSimilarity
 from .partition import episode_partition, episode_texts
-from .neighbors import NeighborLists
-from .text_encoders import MiniLMEncoder, TextEncoder, TfidfEncoder, resolve_text_encoder
+from .neighbors import NeighborLists, check_similarity
+from .text_encoders import FittedTextEncoder, MiniLMEncoder, TextEncoder, resolve_text_encoder
 
 __all__ = ["ProxyEmbeddings", "caption_proxy_embeddings", "caption_proxy_bundle", "caption_proxy_lists"]
 
@@ -64,11 +72,16 @@ def _rows(x: Optional[Embeddings], index: np.ndarray) -> Optional[Embeddings]:
     return None if x is None else x[index]
 
 
-def _cosine(a: Embeddings, b: Embeddings, device: torch.device, chunk: int = 4096) -> Tensor:
-    """Cosine similarity of the rows of ``a`` and ``b`` as a float32 tensor on ``device``."""
+def _scores(a: Embeddings, b: Embeddings, device: torch.device, similarity: str = "cosine",
+            chunk: int = 4096) -> Tensor:
+    """Cosine similarity (or, with ``similarity="dot"``, inner product) of the rows of ``a`` and ``b``,
+    as a float32 tensor on ``device``."""
+    normalize = similarity == "cosine"
     if not scipy.sparse.issparse(a) and not scipy.sparse.issparse(b):
-        ta = torch.nn.functional.normalize(torch.as_tensor(a, dtype=torch.float32, device=device), dim=1)
-        tb = torch.nn.functional.normalize(torch.as_tensor(b, dtype=torch.float32, device=device), dim=1)
+        ta = torch.as_tensor(a, dtype=torch.float32, device=device)
+        tb = torch.as_tensor(b, dtype=torch.float32, device=device)
+        if normalize:
+            ta, tb = torch.nn.functional.normalize(ta, dim=1), torch.nn.functional.normalize(tb, dim=1)
         return ta @ tb.T
 
     def unit(x):
@@ -77,9 +90,10 @@ def _cosine(a: Embeddings, b: Embeddings, device: torch.device, chunk: int = 409
             return scipy.sparse.diags(1.0 / np.maximum(norm, 1e-12)) @ x.tocsr()
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-    a, b = unit(a), unit(b)
+    if normalize:
+        a, b = unit(a), unit(b)
     if not scipy.sparse.issparse(a):  # dense x sparse: compute the transpose
-        return _cosine(b, a, device, chunk).T.contiguous()
+        return _scores(b, a, device, "dot", chunk).T.contiguous()
     out = torch.empty(a.shape[0], b.shape[0], dtype=torch.float32, device=device)
     # sparse x dense blocks: a sparse x sparse product of captions that share "a" is nearly dense
     for start in range(0, b.shape[0], chunk):
@@ -113,6 +127,10 @@ class ProxyEmbeddings:
         img_intra (ndarray or sparse, optional): :obj:`[N, d']` intra-modal anchor embeddings.
         txt_intra (ndarray or sparse, optional): :obj:`[M, d']` intra-modal text embeddings.
         name (str, optional): the split's name.
+        similarity (str, optional): how ``img`` and ``txt`` rows score a pair:
+            ``"cosine"``, or ``"dot"`` for a query-document scorer such as BM25
+            (``img`` holds the anchors' query rows, ``txt`` the texts' document
+            rows; default: ``"cosine"``). The intra-modal similarities are cosines.
     """
 
     img: Embeddings
@@ -121,6 +139,10 @@ class ProxyEmbeddings:
     img_intra: Optional[Embeddings] = None
     txt_intra: Optional[Embeddings] = None
     name: str = ""
+    similarity: str = "cosine"
+
+    def __post_init__(self) -> None:
+        check_similarity(self.similarity)
 
     @property
     def num_images(self) -> int:
@@ -142,7 +164,8 @@ class ProxyEmbeddings:
         t2i = self.txt2img.cpu().numpy()
         texts = np.flatnonzero(new_id[t2i] >= 0)
         return ProxyEmbeddings(self.img[images], self.txt[texts], torch.as_tensor(new_id[t2i[texts]]),
-                               _rows(self.img_intra, images), _rows(self.txt_intra, texts), self.name)
+                               _rows(self.img_intra, images), _rows(self.txt_intra, texts), self.name,
+                               self.similarity)
 
     def bundle(self, device: Union[str, torch.device] = "cpu", keep_embeddings: bool = False) -> SimilarityBundle:
         """Dense similarities as a :class:`~pillargraph.SimilarityBundle`.
@@ -150,14 +173,21 @@ class ProxyEmbeddings:
         Args:
             device: where the bundle lives (default: CPU).
             keep_embeddings: also store the cross-modal embeddings (made dense) as
-                ``img_emb`` / ``txt_emb`` (default: False).
+                ``img_emb`` / ``txt_emb`` (default: False). Whatever reads them
+                takes cosines, so only a ``"cosine"`` split can keep them.
+
+        Raises:
+            ValueError: ``keep_embeddings`` with ``similarity="dot"``.
         """
+        if keep_embeddings and self.similarity != "cosine":
+            raise ValueError(f"keep_embeddings: the cross-modal scores are {self.similarity!r} products of "
+                             "query and document rows, not cosines of embeddings; nothing could use them")
         device = torch.device(device)
-        fields: Dict[str, Any] = dict(sim_i2t=_cosine(self.img, self.txt, device),
+        fields: Dict[str, Any] = dict(sim_i2t=_scores(self.img, self.txt, device, self.similarity),
                                       txt2img=self.txt2img.to(device))
         if self.img_intra is not None:
-            fields["sim_i2i"] = _cosine(self.img_intra, self.img_intra, device)
-            fields["sim_t2t"] = _cosine(self.txt_intra, self.txt_intra, device)
+            fields["sim_i2i"] = _scores(self.img_intra, self.img_intra, device)
+            fields["sim_t2t"] = _scores(self.txt_intra, self.txt_intra, device)
         if keep_embeddings:
             fields["img_emb"] = torch.as_tensor(_dense(self.img), dtype=torch.float32, device=device)
             fields["txt_emb"] = torch.as_tensor(_dense(self.txt), dtype=torch.float32, device=device)
@@ -168,11 +198,11 @@ class ProxyEmbeddings:
               progress: bool = False, episodes: Optional[Sequence[Tensor]] = None) -> NeighborLists:
         """Top-``k`` neighbour lists of all four kinds, never a dense matrix.
 
-        Dense embeddings are kept for exact pair similarities; sparse (raw TF-IDF)
-        ones are not, so their kind's pairs are answered from the lists (see
-        :meth:`~pillargraph.data.NeighborLists.gather`). With ``episodes`` (e.g.
-        :func:`~pillargraph.data.partition.episode_partition`), each row is searched
-        within its episode only.
+        Dense embeddings are kept for exact pair similarities; sparse (raw TF-IDF,
+        BM25) and ``"dot"`` ones are not, so their kind's pairs are answered from the
+        lists (see :meth:`~pillargraph.data.NeighborLists.gather`). With ``episodes``
+        (e.g. :func:`~pillargraph.data.partition.episode_partition`), each row is
+        searched within its episode only.
 
         Raises:
             ValueError: the split has no intra-modal embeddings.
@@ -182,7 +212,8 @@ class ProxyEmbeddings:
                              "need i2i and t2t lists")
         return NeighborLists.from_embeddings(self.img, self.txt, self.txt2img, k, self.img_intra,
                                              self.txt_intra, backend=backend, chunk_size=chunk_size,
-                                             device=device, progress=progress, episodes=episodes)
+                                             device=device, progress=progress, episodes=episodes,
+                                             cross_similarity=self.similarity)
 
     def episodic(self, sizes: Union[int, Sequence[int]], seed: int = 0,
                  device: Union[str, torch.device] = "cpu") -> EpisodicSimilarity:
@@ -216,25 +247,44 @@ class ProxyEmbeddings:
 
 
 class _Encoders:
-    """Named encoders of one proxy build, each created (and TF-IDF fitted) once."""
+    """Named encoders of one proxy build, each created (and fitted, for TF-IDF, LSA and BM25) once."""
 
     def __init__(self, root: Optional[PathLike], captions_per_image: int, tfidf_fit: Sequence[str],
                  device: torch.device, batch_size: int) -> None:
         self.root, self.cpi, self.tfidf_fit = root, captions_per_image, tfidf_fit
         self.device, self.batch_size = device, batch_size
         self._made: Dict[str, TextEncoder] = {}
+        self._fit_texts: Optional[list] = None
+
+    def fit_texts(self) -> list:
+        """The captions of the ``tfidf_fit`` splits, read once."""
+        if not self.tfidf_fit:
+            raise ValueError("tfidf_fit: name at least one split to fit TF-IDF, LSA or BM25 on")
+        if self._fit_texts is None:
+            self._fit_texts = [c for s in self.tfidf_fit for c in load_caption_split(s, self.root, self.cpi).captions]
+        return self._fit_texts
+
+    @staticmethod
+    def check(spec: EncoderLike, arg: str, cosine_as: Optional[str] = None) -> TextEncoder:
+        """The encoder ``spec`` names, unfitted and unloaded (``arg`` names the argument in errors); with
+        ``cosine_as``, the role it would play, a query-document scorer is refused."""
+        if isinstance(spec, TextEncoder):
+            enc = spec
+        elif isinstance(spec, str):
+            enc = resolve_text_encoder(spec)
+        else:
+            raise ValueError(f"{arg}: expected an encoder name or a TextEncoder, got {type(spec).__name__}")
+        _require_cosine(enc, arg, cosine_as)
+        return enc
 
     def get(self, spec: EncoderLike, arg: str) -> TextEncoder:
+        """The encoder ``spec`` names, made (and fitted) once per build; an instance is returned as is."""
+        enc = self.check(spec, arg)
         if isinstance(spec, TextEncoder):
             return spec
-        if not isinstance(spec, str):
-            raise ValueError(f"{arg}: expected an encoder name or a TextEncoder, got {type(spec).__name__}")
-        enc = resolve_text_encoder(spec)  # validates the name before anything is loaded
         if enc.name not in self._made:
-            if isinstance(enc, TfidfEncoder):
-                if not self.tfidf_fit:
-                    raise ValueError("tfidf_fit: name at least one split to fit TF-IDF on")
-                enc.fit([c for s in self.tfidf_fit for c in load_caption_split(s, self.root, self.cpi).captions])
+            if isinstance(enc, FittedTextEncoder):
+                enc.fit(self.fit_texts())
             elif isinstance(enc, MiniLMEncoder):
                 enc = MiniLMEncoder(device=str(self.device), batch_size=self.batch_size)
             self._made[enc.name] = enc
@@ -268,18 +318,21 @@ def caption_proxy_embeddings(split: Union[str, PathLike, CaptionSplit], cross: C
     Args:
         split: split name (``"f30k_test"``, ``"f30k_train"``, ...), caption-file
             path or :class:`~pillargraph.data.CaptionSplit`.
-        cross: encoder of the cross-modal score: ``"minilm"``, ``"tfidf"``,
-            ``"A->B"`` (e.g. ``"tfidf->minilm"``), a fitted
+        cross: encoder of the cross-modal score: a name from
+            :data:`~pillargraph.data.text_encoders.TEXT_ENCODERS` (``"minilm"``,
+            ``"tfidf"``, ``"lsa"``, ``"bm25"``), ``"A->B"`` (e.g.
+            ``"tfidf->minilm"``; cosine encoders only), a fitted
             :class:`~pillargraph.data.TextEncoder`, or a pair ``(A, B)`` for the
             mapped form (default: ``"minilm"``).
-        intra: encoder of the intra-modal similarities, or ``None`` to leave them out
-            (default: ``"minilm"``).
+        intra: encoder of the intra-modal similarities (a cosine encoder, so not
+            ``"bm25"``), or ``None`` to leave them out (default: ``"minilm"``).
         anchor: which caption of each image is its anchor (default: 0).
         root: the caption folder (see :func:`~pillargraph.data.captions_root`).
         captions_per_image: consecutive lines per image in the files (default: 5).
-        tfidf_fit: splits whose captions fit every ``"tfidf"`` encoder named here
-            (default: the Flickr30K and COCO dev splits, so no test caption shapes
-            the vocabulary or IDF weights).
+        tfidf_fit: splits whose captions fit every corpus-fitted encoder named here
+            (``"tfidf"``, ``"lsa"``, ``"bm25"``; default: the Flickr30K and COCO dev
+            splits, so no test caption shapes the vocabulary, IDF weights, SVD basis
+            or BM25 statistics).
         map_split: split that trains the ``"A->B"`` map (default: ``"coco_dev"``);
             must differ from ``split``.
         map_ridge: ridge penalty of the map (default: 1.0).
@@ -291,29 +344,45 @@ def caption_proxy_embeddings(split: Union[str, PathLike, CaptionSplit], cross: C
     Raises:
         FileNotFoundError: caption folder or split missing.
         ModuleNotFoundError: an encoder's optional packages (the ``bench`` extra) are missing.
-        ValueError: bad arguments, e.g. an unknown encoder name.
+        ValueError: bad arguments, e.g. an unknown encoder name, or a ``"dot"``
+            scorer (BM25) as ``intra`` or as a side of ``"A->B"``.
     """
     data = load_caption_split(split, root, captions_per_image)
     anchors, texts, txt2img = data.anchor_split(anchor)
     encoders = _Encoders(root, captions_per_image, tfidf_fit, torch.device(device), batch_size)
-    # resolve every name first: a typo fails before minutes of encoding
     mapped, spec = _parse_cross(cross)
+    # check every name and role first: a typo or a misplaced BM25 fails before anything is fitted or encoded
+    side = "a side of a mapped 'A->B' cross encoder"
+    roles = [(spec[0], "cross", side), (spec[1], "cross", side)] if mapped else [(spec, "cross", None)]
+    for which, arg, role in roles + ([(intra, "intra", "an intra-modal similarity")] if intra is not None else []):
+        encoders.check(which, arg, role)
     enc_a, enc_b = ((encoders.get(spec[0], "cross"), encoders.get(spec[1], "cross")) if mapped
                     else (encoders.get(spec, "cross"),) * 2)
     enc_g = encoders.get(intra, "intra") if intra is not None else None
 
-    def embed(enc: TextEncoder, which: CaptionSplit) -> Embeddings:
-        return encode_caption_split(which, enc, cache_dir=cache_dir, use_cache=use_cache)
+    def embed(enc: TextEncoder, which: CaptionSplit, queries: bool = False) -> Embeddings:
+        return encode_caption_split(which, enc, cache_dir=cache_dir, use_cache=use_cache, queries=queries)
 
     emb_b = embed(enc_b, data)
-    img_side = emb_b[anchors.numpy()]
     if mapped:
         img_side = _mapped_anchors(embed, enc_a, enc_b, data, anchors, anchor, map_split, map_ridge,
                                    root, captions_per_image)
+    else:  # a query-document scorer embeds the anchors as queries
+        img_side = (embed(enc_b, data, queries=True) if enc_b.similarity == "dot" else emb_b)[anchors.numpy()]
     emb_g = None if enc_g is None else (emb_b if enc_g is enc_b else embed(enc_g, data))
     return ProxyEmbeddings(img_side, emb_b[texts.numpy()], txt2img,
                            None if emb_g is None else emb_g[anchors.numpy()],
-                           None if emb_g is None else emb_g[texts.numpy()], data.name)
+                           None if emb_g is None else emb_g[texts.numpy()], data.name,
+                           "cosine" if mapped else enc_b.similarity)
+
+
+def _require_cosine(enc: TextEncoder, arg: str, role: Optional[str]) -> None:
+    """Refuse a query-document scorer (``similarity="dot"``) as ``role``, where a symmetric cosine is needed
+    (nothing to check without a role)."""
+    if role is not None and enc.similarity != "cosine":
+        raise ValueError(f"{arg}: {enc.name!r} is a query-document scorer ({enc.similarity!r} products of "
+                         f"query and document rows, not symmetric), so it cannot be {role}; choose a cosine "
+                         "encoder such as 'minilm', 'tfidf' or 'lsa'")
 
 
 def _mapped_anchors(embed, enc_a: TextEncoder, enc_b: TextEncoder, data: CaptionSplit, anchors: Tensor,

@@ -1,3 +1,4 @@
+import inspect
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from pillargraph.data.caption_proxy import caption_proxy_bundle
 from pillargraph.data.captions import (CAPTIONS_ENV, CaptionSplit, captions_root,
                                        encode_caption_split, list_caption_splits, load_caption_split,
                                        read_captions)
-from pillargraph.data.text_encoders import TextEncoder
+from pillargraph.data.text_encoders import Bm25Encoder, TextEncoder
 
 WORDS = ["dog", "cat", "man", "woman", "bike", "car", "red", "blue", "park", "beach", "runs", "sits"]
 
@@ -237,6 +238,46 @@ def test_tfidf_proxy_fits_on_named_splits_only(folder, tmp_path):
         caption_proxy_bundle("toy_test", "tfidf", None, root=folder, tfidf_fit=(), cache_dir=tmp_path)
 
 
+def test_bm25_proxy_scores_anchor_queries_against_text_documents(folder, tmp_path):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("sklearn")
+    from pillargraph.data import caption_proxy_embeddings
+    from pillargraph.data.text_encoders import TfidfEncoder
+    emb = caption_proxy_embeddings("toy_test", "bm25", "tfidf", root=folder, tfidf_fit=("toy_dev",),
+                                   cache_dir=tmp_path)
+    assert emb.similarity == "dot"
+    dev, test = read_captions(folder / "toy_dev_caps.txt"), read_captions(folder / "toy_test_caps.txt")
+    enc = Bm25Encoder().fit(dev)  # statistics from the named split only
+    texts = [t for j, t in enumerate(test) if j % 5]
+    ref = (enc.encode_queries(test[::5]) @ enc.encode(texts).T).toarray()
+    b = emb.bundle()
+    np.testing.assert_allclose(b.sim_i2t.numpy(), ref, rtol=1e-5, atol=1e-7)
+    g = TfidfEncoder().fit(dev).encode(texts).toarray()
+    np.testing.assert_allclose(b.sim_t2t.numpy(), g @ g.T, atol=1e-5)  # intra stays cosine
+    # lists: the same top scores without a dense matrix; episodes: the dense bundles of each block
+    lists = emb.lists(k=5)
+    for kind, m in dict(i2t=b.sim_i2t, t2i=b.sim_i2t.T, t2t=b.sim_t2t).items():
+        np.testing.assert_allclose(lists.topk(kind, 5)[1].numpy(), torch.topk(m, 5, dim=1).values.numpy(),
+                                   atol=1e-6)
+    assert torch.equal(emb.episodes(3).episode(1).sim_i2t, emb.subset([3, 4, 5]).bundle().sim_i2t)
+    assert emb.subset([0, 1]).similarity == "dot"
+    with pytest.raises(ValueError, match="keep_embeddings"):
+        emb.bundle(keep_embeddings=True)
+
+
+def test_bm25_is_a_cross_score_only(folder, tmp_path):
+    # refused before anything is fitted, so no optional package is needed
+    kw = dict(root=folder, tfidf_fit=("toy_dev",), cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="intra: 'bm25' is a query-document scorer"):
+        caption_proxy_bundle("toy_test", "tfidf", "bm25", **kw)
+    with pytest.raises(ValueError, match="cross: 'bm25' is a query-document scorer.*mapped"):
+        caption_proxy_bundle("toy_test", "bm25->tfidf", None, map_split="toy_dev", **kw)
+    with pytest.raises(ValueError, match="intra: 'bm25' is a query-document scorer"):
+        caption_proxy_bundle("toy_test", LetterEncoder(), Bm25Encoder(), **kw)
+    with pytest.raises(ValueError, match="tfidf_fit: name at least one split to fit TF-IDF, LSA or BM25"):
+        caption_proxy_bundle("toy_test", "bm25", None, root=folder, tfidf_fit=(), cache_dir=tmp_path)
+
+
 # ------------------------------------------------------------------ real captions (skip when absent)
 def _real_root():
     try:
@@ -268,6 +309,31 @@ def test_real_tfidf_cross_base_matches_readme(tmp_path):
     # the captions README measures rSum 328.0 (i2t R@1 46.7, t2i R@1 28.6) for this cross encoder
     assert m["rsum"] == pytest.approx(328.0, abs=2.0)
     assert m["i2t_r1"] == pytest.approx(46.7, abs=1.0) and m["t2i_r1"] == pytest.approx(28.6, abs=1.0)
+
+
+@needs_real
+def test_real_new_scorers_are_fitted_on_the_dev_captions_only(tmp_path):
+    pytest.importorskip("bm25s")
+    pytest.importorskip("sklearn")
+    from pillargraph.data import caption_proxy_embeddings
+    from pillargraph.data.text_encoders import LsaEncoder
+    assert inspect.signature(caption_proxy_embeddings).parameters["tfidf_fit"].default == ("f30k_dev", "coco_dev")
+    dev = [c for s in ("f30k_dev", "coco_dev") for c in load_caption_split(s, REAL).captions]
+    test = load_caption_split("f30k_test", REAL)
+    assert not set(dev) & set(test.captions)  # no Flickr30K test caption shapes any statistic
+    emb = caption_proxy_embeddings(test, "bm25", "lsa", root=REAL, cache_dir=tmp_path)
+    anchors, texts, _ = test.anchor_split()
+    caps = np.array(test.captions, dtype=object)
+    bm25 = Bm25Encoder().fit(dev)
+    q, d = bm25.encode_queries(list(caps[anchors.numpy()])), bm25.encode(list(caps[texts.numpy()]))
+    assert (emb.img != q).nnz == 0 and (emb.txt != d).nnz == 0
+    lsa = LsaEncoder().fit(dev)
+    np.testing.assert_array_equal(emb.txt_intra, lsa.encode(list(caps[texts.numpy()])))
+    assert emb.txt_intra.shape == (4000, 256)
+    m = evaluate(emb.bundle())
+    # benchmarks/results/base_scorers.md: bm25 on the Flickr30K-test proxy, rSum 319.3 (i2t R@1 48.5, t2i R@1 24.7)
+    assert m["rsum"] == pytest.approx(319.3, abs=0.1)
+    assert m["i2t_r1"] == pytest.approx(48.5, abs=0.1) and m["t2i_r1"] == pytest.approx(24.7, abs=0.1)
 
 
 @needs_real
