@@ -4,9 +4,12 @@ No image pixels are available offline, so each image is stood in for by one of
 its own captions (see ``pillargraph.data.captions`` and
 ``shared/data/captions/README.md``). A *combo* ``CROSS:INTRA`` names the text
 encoder of the cross-modal score and that of the intra-modal similarities
-(``minilm`` or ``tfidf``): ``minilm:minilm`` is a same-encoder problem,
-``tfidf:minilm`` one where the unimodal retrievers know more than the
-cross-modal scorer, as in many real image-text systems.
+(``minilm``, ``tfidf``, ``lsa``, or, as CROSS only, ``bm25``; see
+``pillargraph.data.text_encoders``): ``minilm:minilm`` is a same-encoder problem,
+``tfidf:minilm`` or ``bm25:minilm`` one where the unimodal retrievers know more
+than the cross-modal scorer, as in many real image-text systems. A ``bm25``
+combo has no cross-modal embeddings to build a query bank from (its scores are
+query-document products, not cosines), so bank methods report why they did not run.
 
 Protocols:
 
@@ -66,15 +69,15 @@ from pillargraph.baselines import (QueryBank, TunedReranker, available_rerankers
                                    tune_reranker)
 from pillargraph.bundle import SimilarityBundle
 from pillargraph.compare import ComparisonReport, ComparisonRow, compare
-from pillargraph.data import ProxyEmbeddings, caption_proxy_bundle, caption_proxy_embeddings, coco5k_eccv_cxc
+from pillargraph.data import (ProxyEmbeddings, caption_proxy_bundle, caption_proxy_embeddings, coco5k_eccv_cxc,
+                              resolve_text_encoder)
 from pillargraph.metrics import fold_slices
 from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import FusionChoice, combine_any, direction_scores, rerank_scores, select_fusion_weights
 from pillargraph.train import FittedReranker, Recipe, fit_reranker
 
-from benchmarks.common import VARIANTS, ProxyTrain, command_line, log, peak_rss_gib, variant
+from benchmarks.common import ENCODERS, VARIANTS, ProxyTrain, command_line, log, parse_combo, peak_rss_gib, variant
 
-ENCODERS = ("minilm", "tfidf")
 PROTOCOLS = {
     "transfer": {"train": "coco_testall", "dev": "f30k_dev", "test": "f30k_test",
                  "title": "transfer: train COCO 5K proxy, select on Flickr30K dev, test Flickr30K test"},
@@ -148,12 +151,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def parse_combos(text: str) -> List[Tuple[str, str]]:
-    combos = []
-    for item in text.split(","):
-        parts = item.strip().split(":")
-        if len(parts) != 2 or not all(p in ENCODERS for p in parts):
-            raise ValueError(f"--combos: expected CROSS:INTRA pairs of {list(ENCODERS)}, got {item!r}")
-        combos.append((parts[0], parts[1]))
+    combos = [parse_combo(item, "--combos") for item in text.split(",")]
     if len(set(combos)) != len(combos):
         raise ValueError(f"--combos: repeated combination in {text!r}")
     return combos
@@ -178,11 +176,17 @@ class Bundles:
         self.cross, self.intra, self.limit, self.device = cross, intra, limit, device
         self._cache: Dict[str, SimilarityBundle] = {}
 
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether the bundles keep cross-modal embeddings (a cosine cross encoder; not BM25's query and document
+        rows, which a query bank would wrongly compare by cosine)."""
+        return resolve_text_encoder(self.cross).similarity == "cosine"
+
     def get(self, split: str) -> SimilarityBundle:
         if split not in self._cache:
             t0 = time.perf_counter()
-            b = caption_proxy_bundle(split, cross=self.cross, intra=self.intra, keep_embeddings=True,
-                                     device=self.device)
+            b = caption_proxy_bundle(split, cross=self.cross, intra=self.intra,
+                                     keep_embeddings=self.has_embeddings, device=self.device)
             if self.limit is not None and b.num_images > self.limit:
                 b = b.subset(torch.arange(self.limit))
             self._cache[split] = b
@@ -345,8 +349,11 @@ class PaperData:
                             "peak_rss_gib": round(peak_rss_gib(), 2)})
         log(f"  stage: {what}: {self.stages[-1]['seconds']}s, peak RSS {self.stages[-1]['peak_rss_gib']} GiB")
 
-    def tuning_bank(self, dev: SimilarityBundle, images: int = 1000) -> QueryBank:
-        """Bank methods are tuned on dev with a bank of training anchors and captions (never dev itself)."""
+    def tuning_bank(self, dev: SimilarityBundle, images: int = 1000) -> Optional[QueryBank]:
+        """Bank methods are tuned on dev with a bank of training anchors and captions (never dev itself); none
+        for a query-document cross scorer (BM25), whose rows are no embeddings to take cosines of."""
+        if self.emb.similarity != "cosine":
+            return None
         sub = self.emb.subset(torch.arange(min(images, self.emb.num_images))).bundle(keep_embeddings=True)
         return QueryBank.from_embeddings(dev, bank_img_emb=sub.img_emb, bank_txt_emb=sub.txt_emb)
 
@@ -678,9 +685,11 @@ def learned_note(cfg: Dict) -> str:
                "are tuned with a bank of 1,000 Flickr30K-train anchors and their captions. " if paper else
                "Training-free re-rankers run with their published defaults. ")
             + "Bank methods use a query bank of the dev split's anchors and captions (same cross-modal encoder) "
-            "scored against the test gallery. Encoders: `minilm` = all-MiniLM-L6-v2, `tfidf` = raw TF-IDF "
-            "fitted on the Flickr30K and COCO dev captions. Combo `CROSS:INTRA`: encoder of the cross-modal "
-            "score : encoder of the intra-modal similarities.")
+            "scored against the test gallery (none for `bm25`, whose scores are no cosines of embeddings). "
+            "Encoders: `minilm` = all-MiniLM-L6-v2, `tfidf` = raw TF-IDF, `lsa` = TF-IDF + 256-d truncated SVD, "
+            "`bm25` = BM25 (anchor as query, text as document), the last three fitted on the Flickr30K and COCO "
+            "dev captions. Combo `CROSS:INTRA`: encoder of the cross-modal score : encoder of the intra-modal "
+            "similarities.")
 
 
 def summary_section(payload: Dict) -> List[str]:
@@ -923,7 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--combos", default="minilm:minilm,tfidf:minilm",
-                   help="comma-separated CROSS:INTRA encoder pairs (minilm|tfidf)")
+                   help=f"comma-separated CROSS:INTRA encoder pairs ({'|'.join(ENCODERS)}; bm25 as CROSS only)")
     p.add_argument("--protocols", default="transfer,coco1k",
                    help=f"comma-separated: {', '.join(PROTOCOLS)}")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: each recipe's)")

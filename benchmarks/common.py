@@ -12,11 +12,16 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from pillargraph.data import caption_proxy_embeddings, episode_partition
+from pillargraph.data import caption_proxy_embeddings, episode_partition, resolve_text_encoder
+from pillargraph.data.text_encoders import TEXT_ENCODERS
 from pillargraph.graphs import IMAGE, TEXT, GraphBatch
 from pillargraph.train import RECIPES, Recipe, get_recipe
 
-__all__ = ["log", "peak_rss_gib", "command_line", "ProxyTrain", "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant"]
+__all__ = ["log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "ProxyTrain", "random_graph_batch",
+           "mirrored", "time_it", "VARIANTS", "variant"]
+
+#: Caption-proxy encoder names a combo ``CROSS:INTRA`` may use (``bm25`` as CROSS only).
+ENCODERS = tuple(TEXT_ENCODERS)
 
 
 def log(msg: str) -> None:
@@ -42,8 +47,21 @@ def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
     return "python " + " ".join(shlex.quote(a) for a in [script, *args])
 
 
+def parse_combo(combo: str, flag: str = "--combo") -> Tuple[str, str]:
+    """``'CROSS:INTRA'`` as ``(cross, intra)``, names from :data:`ENCODERS`; the intra encoder must compare by
+    cosine (``bm25`` is a query-document scorer, cross-modal only). ValueError naming ``flag`` otherwise."""
+    parts = [p.strip() for p in combo.strip().split(":")]
+    if len(parts) != 2 or not all(p in ENCODERS for p in parts):
+        raise ValueError(f"{flag}: expected CROSS:INTRA pairs of {list(ENCODERS)}, got {combo!r}")
+    if resolve_text_encoder(parts[1]).similarity != "cosine":
+        raise ValueError(f"{flag}: {parts[1]!r} is a query-document scorer, not a symmetric similarity, so it "
+                         f"can only be CROSS, got {combo!r}")
+    return parts[0], parts[1]
+
+
 class ProxyTrain:
-    """The Flickr30K-train caption proxy of one combo, cut to its first ``train_images`` images, in the form
+    """The Flickr30K-train caption proxy of one combo (see :func:`parse_combo`), cut to its first ``train_images``
+    images, in the form
     ``pillargraph train`` would read it for a recipe; and the Flickr30K dev bundle.
 
     ``form='dense'``: one dense bundle (what a ``.npz`` bundle gives the CLI; the recipe's episodes are cut
@@ -56,7 +74,7 @@ class ProxyTrain:
                  episode_seed: int = 0) -> None:
         if form not in ("auto", "dense", "lists"):
             raise ValueError(f"form: expected auto, dense or lists, got {form!r}")
-        cross, intra = combo.split(":")
+        cross, intra = parse_combo(combo)
         t0 = time.perf_counter()
         self.emb = caption_proxy_embeddings("f30k_train", cross, intra)
         if train_images < self.emb.num_images:
