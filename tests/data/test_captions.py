@@ -260,6 +260,13 @@ def test_bm25_proxy_scores_anchor_queries_against_text_documents(folder, tmp_pat
         np.testing.assert_allclose(lists.topk(kind, 5)[1].numpy(), torch.topk(m, 5, dim=1).values.numpy(),
                                    atol=1e-6)
     assert torch.equal(emb.episodes(3).episode(1).sim_i2t, emb.subset([3, 4, 5]).bundle().sim_i2t)
+    # lists searched within episodes score by the same inner products
+    parts = [torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5])]
+    idx, val = emb.lists(k=4, episodes=parts).topk("i2t", 4)
+    for p in parts:
+        sub = b.sim_i2t[p][:, (b.txt2img[:, None] == p).any(1)]
+        np.testing.assert_allclose(val[p].numpy(), torch.topk(sub, 4, dim=1).values.numpy(), atol=1e-6)
+        assert bool(torch.isin(b.txt2img[idx[p]], p).all())
     assert emb.subset([0, 1]).similarity == "dot"
     with pytest.raises(ValueError, match="keep_embeddings"):
         emb.bundle(keep_embeddings=True)
