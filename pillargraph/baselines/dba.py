@@ -7,9 +7,10 @@ import torch
 from torch import Tensor
 
 from ..bundle import SimilarityBundle
+from ..data.neighbors import NeighborLists
 from .base import Reranker, RetrievalView, chunk_ranges, chunked_topk
 
-__all__ = ["DBA", "dba"]
+__all__ = ["DBA", "dba", "DBAPairs"]
 
 _WEIGHTINGS = ("rank", "uniform", "alpha")
 
@@ -67,6 +68,11 @@ class DBA(Reranker):
         """Each gallery item's neighbours and their weights, both :obj:`[G, k]`."""
         k = min(self.k, gallery_intra.shape[0] - 1)
         val, idx = chunked_topk(gallery_intra, k, chunk_size, exclude_self=True)
+        return idx, self.weights(val)
+
+    def weights(self, val: Tensor) -> Tensor:
+        """Weights :math:`w_r` of neighbours with scores ``val`` :obj:`[G, k]` (sorted, the item itself excluded)."""
+        k = val.shape[1]
         if self.weighting == "rank":
             r = torch.arange(1, k + 1, dtype=val.dtype, device=val.device)
             w = (1 - r / (self.k + 1)).expand_as(val)
@@ -74,7 +80,7 @@ class DBA(Reranker):
             w = torch.ones_like(val)
         else:
             w = val.clamp_min(0).pow(self.alpha)
-        return idx, w
+        return w
 
     def rerank(self, view: RetrievalView) -> Tensor:
         s = view.sim
@@ -94,3 +100,41 @@ def dba(bundle: SimilarityBundle, k: int = 10, weighting: str = "rank", alpha: f
         **call_kwargs: Any) -> Dict[str, Tensor]:
     """Functional form of :class:`DBA`; ``call_kwargs`` go to :meth:`Reranker.__call__`."""
     return DBA(k=k, weighting=weighting, alpha=alpha)(bundle, **call_kwargs)
+
+
+class DBAPairs:
+    r"""DBA scores of any (query, gallery item) pairs of a split given as neighbour lists.
+
+    A gallery item's neighbours come from its gallery-side intra list (itself
+    excluded) and :math:`s(q, g_r)` from :meth:`~pillargraph.data.NeighborLists.gather`
+    (exact with embeddings or where a list holds the pair, else the query row's
+    smallest stored score). Lists that hold every item give the dense :class:`DBA`.
+
+    Args:
+        lists (NeighborLists): the split, with intra lists.
+        k, weighting, alpha: as in :class:`DBA`.
+    """
+
+    def __init__(self, lists: NeighborLists, k: int = 10, weighting: str = "rank", alpha: float = 3.0) -> None:
+        self.method, self.lists = DBA(k, weighting, alpha), lists
+
+    def gather(self, kind: str, rows: Tensor, cols: Tensor) -> Tensor:
+        """Scores of the ``kind`` pairs ``(rows, cols)`` (``'i2t'`` or ``'t2i'``), broadcast together."""
+        if kind not in ("i2t", "t2i"):
+            raise ValueError(f"kind: expected 'i2t' or 't2i', got {kind!r}")
+        s = self.lists.gather(kind, rows, cols).double()
+        intra = "t2t" if kind == "i2t" else "i2i"
+        k = min(self.method.k, self.lists.depth(intra) - 1)
+        if k <= 0:
+            return s.float()
+        rows, cols = (torch.broadcast_to(t.to(s.device), s.shape).reshape(-1) for t in (rows, cols))
+        idx, val = self.lists.topk(intra, k + 1, cols)
+        # each row keeps its first k entries that are not the item itself
+        is_self = idx == cols[:, None]
+        drop = torch.where(is_self.any(1), is_self.long().argmax(1), k)
+        keep = torch.ones_like(is_self)
+        keep[torch.arange(idx.shape[0], device=idx.device), drop] = False
+        idx, val = idx[keep].view(-1, k), val[keep].view(-1, k)
+        w = self.method.weights(val.double())
+        extra = (w * self.lists.gather(kind, rows[:, None], idx).double()).sum(1)
+        return (s + extra.view(s.shape)).float()

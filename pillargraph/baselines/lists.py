@@ -8,10 +8,11 @@ here:
 
 * KRNN needs only where a query stands in each candidate's own ranking of the
   queries, which the transposed kind's lists answer up to their depth;
-* dual softmax, GNN re-ranking and alpha-QE score any pair from the lists
+* dual softmax, GNN re-ranking, alpha-QE and DBA score any pair from the lists
   (:data:`LIST_SCORERS`: :class:`~pillargraph.baselines.dual_softmax.DualSoftmaxPairs`,
   :class:`~pillargraph.baselines.gnn_rerank.GNNRerankPairs`,
-  :class:`~pillargraph.baselines.alpha_qe.AlphaQEPairs`); each equals the dense
+  :class:`~pillargraph.baselines.alpha_qe.AlphaQEPairs`,
+  :class:`~pillargraph.baselines.dba.DBAPairs`); each equals the dense
   method when the lists hold every item, and says what a shallower list leaves out.
 
 Scores stay in the lists' own range: each re-sorted prefix takes the prefix's
@@ -28,6 +29,7 @@ from torch import Tensor
 from ..data.neighbors import NeighborLists
 from .alpha_qe import AlphaQEPairs
 from .base import Reranker, tie_positions
+from .dba import DBAPairs
 from .dual_softmax import DualSoftmaxPairs
 from .gnn_rerank import GNNRerankPairs
 
@@ -103,7 +105,8 @@ class PairScores(Protocol):
 
 #: Methods that score any pair of a split given as neighbour lists, by registry name.
 LIST_SCORERS: Dict[str, Callable[..., PairScores]] = {"dual_softmax": DualSoftmaxPairs,
-                                                      "gnn_rerank": GNNRerankPairs, "alpha_qe": AlphaQEPairs}
+                                                      "gnn_rerank": GNNRerankPairs, "alpha_qe": AlphaQEPairs,
+                                                      "dba": DBAPairs}
 
 
 def list_scores(method: Reranker, lists: NeighborLists) -> PairScores:

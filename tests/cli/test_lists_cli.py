@@ -89,14 +89,14 @@ def test_baseline_on_lists(files, capsys):
     ref = evaluate_rescored(scores, dense)
     for key in got:
         assert got[key] == pytest.approx(ref[key])
-    for name in ("alpha_qe", "dual_softmax", "gnn_rerank"):  # scored from the lists: the dense result
+    for name in ("alpha_qe", "dual_softmax", "gnn_rerank", "dba"):  # scored from the lists: the dense result
         out = files / f"{name}.lists.npz"
         assert main(["baseline", name, str(lists_path), "--out", str(out)]) == 0
         got = evaluate_lists(NeighborLists.load(out))
         ref = evaluate_rescored(get_reranker(name)(dense), dense)
         for key in got:
             assert got[key] == pytest.approx(ref[key]), (name, key)
-    assert main(["baseline", "dba", str(lists_path), "--out", str(files / "a.npz")]) == 2
+    assert main(["baseline", "diffusion", str(lists_path), "--out", str(files / "a.npz")]) == 2
     err = capsys.readouterr().err
     assert "needs a dense bundle" in err and "krnn" in err and "gnn_rerank" in err
 

@@ -92,7 +92,8 @@ def test_bad_priors_are_refused_at_construction(group, message):
         PillarGraphBuilder(**CFG, node_features=(group,))
 
 
-LIST_PRIORS = [DUAL, "prior:gnn_rerank(k1=4, k2=2)", "prior:alpha_qe(n=3)"]
+LIST_PRIORS = [DUAL, "prior:gnn_rerank(k1=4, k2=2)", "prior:alpha_qe(n=3)", "prior:dba(k=3)",
+               "prior:dba(k=2, weighting='alpha')"]
 
 
 @pytest.mark.parametrize("direction", ["i2t", "t2i"])
