@@ -156,7 +156,11 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "inductive_k8": ("inductive", {"builder": {"k_t2i": 8}}),
     "inductive_aqe": ("inductive", {"builder": {"node_features": ("rank", "prior:alpha_qe")}}),
     "inductive_dba": ("inductive", {"builder": {"node_features": ("rank", "prior:dba")}}),
+    "inductive_aqe_dba": ("inductive", {"builder": {"node_features": ("rank", "prior:alpha_qe", "prior:dba")}}),
     "inductive_whole": ("inductive", {"episode_images": 0}),
+    "transductive_aqe": ("transductive", {"builder": {"node_features": (
+        "rank", "reciprocal", "prior:dual_softmax(temperature=0.1)", "prior:gnn_rerank(k1=10, k2=3)",
+        "prior:alpha_qe")}}),
     "inductive_fused": ("inductive", {"train": {"fusion_outputs": ("fused", "directions")}}),
     "transductive_whole": ("transductive", {"episode_images": 0}),
     "paper_episodes": ("paper", {"episode_images": 1000}),
