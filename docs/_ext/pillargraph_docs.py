@@ -476,6 +476,20 @@ def baselines_table() -> str:
     return "\n".join(out) + "\n"
 
 
+def recipes_table() -> str:
+    """A list-table of every training recipe: what it reads at test time, its episodes and its settings."""
+    from pillargraph.train import RECIPES
+
+    out = [".. list-table::", "   :header-rows: 1", "   :widths: 12 22 14 52", "",
+           "   * - recipe", "     - reads at test time", "     - trains on", "     - settings"]
+    for r in RECIPES.values():
+        episodes = (f"episodes of {', '.join(map(str, r.episode_images))} images" if r.episode_images
+                    else "the whole split")
+        settings = "; ".join(f"``{k}={v!r}``" for part in (r.builder, r.model, r.train) for k, v in part.items())
+        out += [f"   * - ``{r.name}``", f"     - {r.reads}", f"     - {episodes}", f"     - {settings}"]
+    return "\n".join(out) + "\n"
+
+
 def cli_page() -> str:
     """``--help`` of ``pillargraph`` and every sub-command, as literal blocks."""
     import argparse
@@ -506,6 +520,7 @@ def generate(srcdir: Path) -> None:
     written: set = set()
     _write(gen / "baselines_table.rst", baselines_table(), written)
     _write(gen / "cli.rst", cli_page(), written)
+    _write(gen / "recipes_table.rst", recipes_table(), written)
     results_pages(repo / "benchmarks" / "results", gen / "results")
 
 
