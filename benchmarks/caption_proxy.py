@@ -889,7 +889,8 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
         raise ValueError("--seeds: expected distinct integers")
     all_methods = list(available_rerankers())
     args.methods = parse_names(args.methods, "methods") or all_methods
-    args.methods_5k = [get_reranker(m).name for m in parse_names(args.methods_5k, "methods-5k")]
+    args.methods_5k = [get_reranker(m).name for m in parse_names(args.methods_5k, "methods-5k")
+                       or args.methods]
     args.fold_methods = parse_names(args.fold_methods, "fold-methods") or args.methods
     args.methods = [get_reranker(m).name for m in args.methods]
     args.fold_methods = [get_reranker(m).name for m in args.fold_methods]
@@ -956,8 +957,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "searched within each recipe's episodes, as the CLI reads them (auto: dense up to 5,000 "
                         "images)")
     p.add_argument("--lists-k", type=int, default=100, help="list depth of the lists form")
-    p.add_argument("--methods-5k", default="alpha_qe,dual_softmax,inverted_softmax,krnn,nnn,qb_norm",
-                   help="training-free methods on COCO 5K (f30k-coco); the others are cut there, reported")
+    p.add_argument("--methods-5k", default=None,
+                   help="training-free methods on COCO 5K (f30k-coco; default: every one of --methods); the others "
+                        "are cut there, reported")
     p.add_argument("--skip-5k", action="store_true", help="f30k-coco: skip the COCO 5K test (reported)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
