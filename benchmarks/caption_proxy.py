@@ -76,7 +76,8 @@ from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import FusionChoice, combine_any, direction_scores, rerank_scores, select_fusion_weights
 from pillargraph.train import FittedReranker, Recipe, fit_reranker
 
-from benchmarks.common import ENCODERS, VARIANTS, ProxyTrain, command_line, log, parse_combo, peak_rss_gib, variant
+from benchmarks.common import (ENCODERS, VARIANTS, ProxyTrain, claim_model_dir, command_line, log, parse_combo,
+                               peak_rss_gib, recipe_for, variant)
 
 PROTOCOLS = {
     "transfer": {"train": "coco_testall", "dev": "f30k_dev", "test": "f30k_test",
@@ -126,11 +127,7 @@ def learned_pairs(rows: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
 
 def learned_recipes(args) -> Dict[str, Recipe]:
     """The recipes of ``--recipes`` by name, with ``--epochs`` when given."""
-    out = {}
-    for name in args.recipes:
-        r = variant(name)
-        out[name] = r.override(train={"epochs": args.epochs}) if args.epochs is not None else r
-    return out
+    return {name: recipe_for(name, args.epochs) for name in args.recipes}
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -370,13 +367,24 @@ def fit_models(data: PaperData, dev: SimilarityBundle, args) -> Dict[Tuple[str, 
         data.stage(f"training split for {name} ({data.proxy.label(recipe)})", t0)
         for seed in todo:
             t0 = time.perf_counter()
+            out_dir = saved_model_dir(data, name, recipe, seed, dev, args)
             fitted = fit_reranker(train, without_embeddings(dev), recipe=recipe, seed=seed, device=args.device,
-                                  episode_seed=data.proxy.episode_seed)
+                                  episode_seed=data.proxy.episode_seed, out_dir=out_dir)
             data.models[(name, seed)] = fitted
             log(f"    {name} seed {seed}: fusion {fitted.result.fusion}")
             data.stage(f"train {name} seed {seed} (best epoch {fitted.result.best_epoch + 1}/"
                        f"{fitted.result.epochs_run}, dev rSum {fitted.result.best_dev_rsum:.2f})", t0)
     return data.models
+
+
+def saved_model_dir(data: PaperData, name: str, recipe: Recipe, seed: int, dev: SimilarityBundle,
+                    args) -> Optional[Path]:
+    """With ``--save-models``: the model's run folder (``best.pt`` with its fusion, ``data.json`` with what it was
+    trained on; a finished run there is reused, an unfinished one resumed), else ``None``."""
+    if not args.save_models:
+        return None
+    info = data.proxy.model_info(name, recipe, seed, dev.num_images)
+    return claim_model_dir(args.save_models, data.proxy.combo, name, seed, info)
 
 
 def tune_all(data: PaperData, key: str, dev: SimilarityBundle, methods: List[str], args) -> Dict[str, TunedReranker]:
@@ -882,6 +890,9 @@ def check_args(args) -> Tuple[List[Tuple[str, str]], List[str], List[str]]:
     for name in args.recipes:
         if name not in VARIANTS:
             raise ValueError(f"--recipes: unknown recipe {name!r}; expected some of {sorted(VARIANTS)}")
+    if args.save_models and not any(x in PAPER_PROTOCOLS for x in protocols):
+        raise ValueError(f"--save-models: only the {' and '.join(PAPER_PROTOCOLS)} protocols train on the "
+                         f"Flickr30K-train proxy; add one to --protocols")
     if args.limit is not None and args.limit < 2 * args.folds:
         raise ValueError(f"--limit: need at least {2 * args.folds} images")
     args.seeds = [args.seed] if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
@@ -961,6 +972,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training-free methods on COCO 5K (f30k-coco; default: every one of --methods); the others "
                         "are cut there, reported")
     p.add_argument("--skip-5k", action="store_true", help="f30k-coco: skip the COCO 5K test (reported)")
+    p.add_argument("--save-models", default=None, metavar="DIR",
+                   help="f30k/f30k-coco: keep each trained model in DIR/CROSS-INTRA/RECIPE/seedS (best.pt with its "
+                        "dev-selected fusion, data.json); a finished run there is reused, so benchmarks/transfer.py "
+                        "--models DIR re-ranks with the same models")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--out", default="benchmarks/results/caption_proxy", help="output path without extension")
     p.add_argument("--merge", nargs="+", metavar="RUN.json",
@@ -990,7 +1005,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "anchor": 0, "tfidf_fit": ["f30k_dev", "coco_dev"],
               "recipes": {name: r.record() for name, r in learned_recipes(args).items()},
               "seeds": args.seeds, "train_form": args.train_form, "lists_k": args.lists_k,
-              "methods_5k": args.methods_5k, "skip_5k": args.skip_5k,
+              "methods_5k": args.methods_5k, "skip_5k": args.skip_5k, "save_models": args.save_models,
               "versions": {"torch": torch.__version__, "python": platform.python_version()}}
     payload = {"command": command, "note": "caption-proxy results on real captions, NOT image-text results",
                "config": config, "results": []}

@@ -1,24 +1,34 @@
 """Helpers shared by the benchmark scripts: progress lines, peak memory, random query-graph batches, a timer,
-the learned re-ranker's named settings."""
+the learned re-ranker's named settings, trained models kept on disk, seed statistics and figures."""
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shlex
+import statistics
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from pillargraph.data import caption_proxy_embeddings, episode_partition, resolve_text_encoder
+from pillargraph.bundle import SimilarityBundle
+from pillargraph.data import caption_proxy_bundle, caption_proxy_embeddings, episode_partition, resolve_text_encoder
 from pillargraph.data.text_encoders import TEXT_ENCODERS
 from pillargraph.graphs import IMAGE, TEXT, GraphBatch
-from pillargraph.train import RECIPES, Recipe, get_recipe
+from pillargraph.io import atomic_write, atomic_write_text
+from pillargraph.nn import PillarReranker
+from pillargraph.train import RECIPES, Recipe, get_recipe, load_checkpoint, model_from_state
 
-__all__ = ["log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "ProxyTrain", "random_graph_batch",
-           "mirrored", "time_it", "VARIANTS", "variant"]
+__all__ = ["log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "parse_list", "ProxyTrain", "f30k_split",
+           "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant", "recipe_for", "model_dir",
+           "claim_model_dir", "load_finished", "mean_std", "save_figure", "PROXY_NOTE"]
+
+#: The line every caption-proxy results file and figure carries.
+PROXY_NOTE = "Caption proxy (real captions, text-to-text retrieval): NOT image-text results"
 
 #: Caption-proxy encoder names a combo ``CROSS:INTRA`` may use (``bm25`` as CROSS only).
 ENCODERS = tuple(TEXT_ENCODERS)
@@ -59,6 +69,20 @@ def parse_combo(combo: str, flag: str = "--combo") -> Tuple[str, str]:
     return parts[0], parts[1]
 
 
+def parse_list(text: str, flag: str, cast: Callable[[str], Any] = str) -> List[Any]:
+    """A comma-separated option as a list of distinct ``cast`` values; ValueError naming ``flag`` when it is
+    empty, repeats an item or an item does not cast."""
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    try:
+        values = [cast(x) for x in items]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated {getattr(cast, '__name__', 'value')}s, "
+                         f"got {text!r}") from None
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"{flag}: expected one or more distinct items, got {text!r}")
+    return values
+
+
 class ProxyTrain:
     """The Flickr30K-train caption proxy of one combo (see :func:`parse_combo`), cut to its first ``train_images``
     images, in the form
@@ -81,6 +105,7 @@ class ProxyTrain:
             self.emb = self.emb.subset(torch.arange(train_images))
         self.form = ("dense" if self.emb.num_images <= 5000 else "lists") if form == "auto" else form
         self.lists_k, self.episode_seed = lists_k, episode_seed
+        self.combo = f"{cross}:{intra}"
         self.dev = caption_proxy_embeddings("f30k_dev", cross, intra).bundle()
         self._cache: Dict[Tuple[int, ...], Any] = {}
         log(f"data {combo}: train {self.emb.num_images} x {self.emb.num_texts} ({self.form}), dev "
@@ -101,12 +126,28 @@ class ProxyTrain:
                 f"peak RSS {peak_rss_gib():.1f} GiB")
         return self._cache[key]
 
+    def model_info(self, name: str, recipe: Recipe, seed: int, dev_images: int) -> Dict[str, Any]:
+        """What a model trained on this split is (the ``data.json`` of :func:`claim_model_dir`): combo, recipe
+        name and record, seed, training images and form, episode seed and the Flickr30K dev images it was
+        selected on."""
+        return {"combo": self.combo, "recipe_name": name, "recipe": recipe.record(), "seed": seed,
+                "train_images": self.emb.num_images, "train_form": self.label(recipe),
+                "episode_seed": self.episode_seed, "dev": {"split": "f30k_dev", "images": dev_images}}
+
     def label(self, recipe: Recipe) -> str:
         """How results tables name the training data of ``recipe``."""
         episodes = (f"episodes of {','.join(map(str, recipe.episode_images))}" if recipe.episode_images
                     else "whole split")
         form = "dense" if self.form == "dense" else f"lists k={self.lists_k}"
         return f"{self.emb.num_images} img, {form}, {episodes}"
+
+
+def f30k_split(combo: str, split: str, limit: Optional[int] = None) -> SimilarityBundle:
+    """A combo's Flickr30K ``split`` (``'dev'`` or ``'test'``) caption proxy without embeddings, cut to its first
+    ``limit`` images and their captions when given (smoke runs), as ``caption_proxy.py --limit`` cuts it."""
+    cross, intra = parse_combo(combo)
+    bundle = caption_proxy_bundle(f"f30k_{split}", cross=cross, intra=intra)
+    return bundle.subset(torch.arange(limit)) if limit and bundle.num_images > limit else bundle
 
 
 def random_graph_batch(direction: str, b: int, k: int, f: int, density: float = 0.3,
@@ -173,3 +214,67 @@ def variant(name: str) -> Recipe:
         raise ValueError(f"unknown learned variant {name!r}; expected some of {sorted(VARIANTS)}")
     base, changes = VARIANTS[name]
     return get_recipe(base).override(**changes)
+
+
+def recipe_for(name: str, epochs: Optional[int] = None) -> Recipe:
+    """:func:`variant` ``name``, trained for ``epochs`` when given (else the recipe's own epochs)."""
+    recipe = variant(name)
+    return recipe.override(train={"epochs": epochs}) if epochs is not None else recipe
+
+
+# ------------------------------------------------------------------ trained models on disk
+def model_dir(root: Union[str, os.PathLike], combo: str, recipe: str, seed: int) -> Path:
+    """The run folder of one trained model: ``ROOT/CROSS-INTRA/RECIPE/seedS``."""
+    cross, intra = parse_combo(combo)
+    return Path(root) / f"{cross}-{intra}" / recipe / f"seed{seed}"
+
+
+def claim_model_dir(root: Union[str, os.PathLike], combo: str, recipe: str, seed: int,
+                    data: Dict[str, Any], flag: str = "--save-models") -> Path:
+    """The run folder of :func:`model_dir`, with ``data.json`` saying what the model is trained on (combo,
+    recipe record, seed, training images, dev split...). A folder that already holds a run keeps it only when
+    its ``data.json`` says the same (the trainer then resumes or reuses it); otherwise ValueError naming ``flag``
+    and the first setting that differs, before anything is trained."""
+    path = model_dir(root, combo, recipe, seed)
+    plain = json.loads(json.dumps(data, default=str))
+    meta = path / "data.json"
+    if meta.exists():
+        then = json.loads(meta.read_text())
+        key = next((k for k in sorted(set(then) | set(plain)) if then.get(k) != plain.get(k)), None)
+        if key is not None:
+            raise ValueError(f"{flag}: {path} holds a model of another run ({key}: {json.dumps(then.get(key))} "
+                             f"there, {json.dumps(plain.get(key))} now); choose another folder")
+    elif (path / "last.pt").exists():
+        raise ValueError(f"{flag}: {path} holds a run without data.json (not written by a benchmark); "
+                         f"choose another folder")
+    else:
+        atomic_write_text(meta, json.dumps(plain, indent=1) + "\n")
+    return path
+
+
+def load_finished(path: Union[str, os.PathLike]) -> Optional[Tuple[PillarReranker, Dict[str, Any]]]:
+    """The model of a finished run folder (``best.pt`` with its dev-selected fusion, which the trainer writes
+    last) and the checkpoint's state, or ``None`` when the run is missing or unfinished."""
+    best = Path(path) / "best.pt"
+    if not best.exists():
+        return None
+    state = load_checkpoint(best)
+    if not state.get("fusion"):
+        return None
+    return model_from_state(state, best), state
+
+
+# ------------------------------------------------------------------ reporting
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
+    vals = [float(v) for v in values]
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def save_figure(fig: Any, path: Union[str, os.PathLike], dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG to ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+    try:
+        return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
+    finally:
+        plt.close(fig)
