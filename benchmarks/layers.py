@@ -1,30 +1,46 @@
 """Layer sweep: the same data and training budget for every reasoning layer, over several seeds.
 
-For each seed a synthetic world (train/dev/test) is drawn; for each layer a
-re-ranker is trained on train, selected on dev, and evaluated on test. The
-table shows the base test rSum, the re-ranked rSum (learned scores alone, and
-fused with the base scores by the dev-selected weights), the gain over the base
-as mean +- std over seeds, parameters and training time.
+For each layer (and, with ``--ablations``, four ablations of the first layer: no
+alignment loss, inter-only and intra-only pillars, no edge weights) a re-ranker
+is trained on a train split, selected on dev (best epoch, then the base fusion)
+and evaluated on test. The table shows per layer the dev rSum (learned + fusion),
+the base and re-ranked test rSum (learned scores alone, and fused with the base by
+the dev-selected weights), the gains over the base as mean ± std over seeds,
+parameters and training time, and names the best layer on dev. ``OUT.png``: test
+gain (dev-fused) per layer with std error bars, one panel per combo.
 
-Usage::
+``--data``:
 
-    python benchmarks/layers.py --layers neighbor_attention,transformer,gatv2,gcn,sage,gin \\
-        [--seeds 0,1,2] [--epochs 2] [--ablations] [--data synthetic|caption-proxy] [--out benchmarks/results/layers]
+* ``synthetic`` (default): one synthetic world per seed (train/dev/test),
+  hidden 64, 2 epochs, 32 pillars; 10-20 s per run on 2 cores, about 9 minutes
+  for 8 layers x 3 seeds.
+* ``f30k``: the caption proxy of each ``--combos`` (real captions): train on the
+  first ``--train-images`` images of the Flickr30K-train proxy with ``--recipe``
+  (default ``inductive``; only the layer, or the ablated setting, is changed:
+  ``Recipe.override``), select on Flickr30K dev, test on Flickr30K test. One run
+  at 3,000 images and 1 epoch takes about 2 minutes on 2 cores (neighbor_attention;
+  the PyG layers differ), so the default sweep (8 layers + 4 ablations, 2 combos,
+  3 seeds, 1 epoch) takes about 2.5-3 hours.
+* ``caption-proxy``: the earlier protocol (train on the COCO 5K proxy, select on
+  Flickr30K dev, test on Flickr30K test; ``--cross``/``--intra``).
 
-``--ablations`` adds, for the first layer: no alignment loss, inter-only and
-intra-only pillars, and no edge weights. ``--data caption-proxy`` uses the
-real-caption proxy of ``pillargraph.data.captions`` (train: COCO 5K test proxy,
-dev: Flickr30K dev, test: Flickr30K test; needs the ``bench`` extra and
-``../shared/data/captions``); its numbers are caption-proxy results, not
-image-text results.
+Caption-proxy numbers are text-to-text retrieval results, NOT image-text results.
+
+    python benchmarks/layers.py [--data f30k --combos tfidf:minilm,minilm:minilm --recipe inductive --epochs 1]
+        [--layers neighbor_attention,...] [--seeds 0,1,2] [--ablations] [--train-images N] [--limit N]
+        [--out benchmarks/results/layers]
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,144 +49,298 @@ from pillargraph.baselines import evaluate_rescored
 from pillargraph.data.synthetic import synthetic_splits
 from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
-from pillargraph.train import TrainConfig, fit_reranker
+from pillargraph.train import Recipe, TrainConfig, fit_reranker
+
+from benchmarks.common import (PROXY_NOTE, ProxyTrain, command_line, f30k_split, log, mean_std, parse_combo,
+                               parse_list, recipe_for, save_figure)
+
+LAYERS = "neighbor_attention,transformer,gatv2,gat,gcn,sage,gin,graph"
+#: ``--data synthetic`` sizes and budget unless given.
+SYNTHETIC = {"train_images": 1000, "epochs": 2, "hidden": 64, "heads": 4, "num_pillars": 32, "attend": "pyg-edges"}
+ABLATIONS = (("no alignment", {"train": {"alignment": 0.0, "mirror_contrastive": 0.0}}),
+             ("inter-only pillars", {"builder": {"anchor": "inter"}}),
+             ("intra-only pillars", {"builder": {"anchor": "intra"}}),
+             ("no edge weights", {"model": {"use_edge_weight": False}}))
 
 
-def variants(layers, ablations: bool, attend: str):
-    def model_kw(name):
-        # PyG layers see the graph's overlap edges; the paper's layer attends over the whole
-        # neighbourhood (its dense path) unless --attend says otherwise
-        mode = attend if attend != "pyg-edges" else ("auto" if name == "neighbor_attention" else "edges")
-        return dict(layer=name, attend=mode)
-    out = [(name, model_kw(name), {}, {}) for name in layers]
+def attend_mode(attend: Optional[str], layer: str) -> Optional[str]:
+    """The ``attend`` setting of ``layer``: ``'pyg-edges'`` gives PyG layers the overlap edges and the paper's
+    layer the whole neighbourhood (``'auto'``); ``None`` keeps the model's default."""
+    if attend == "pyg-edges":
+        return "auto" if layer == "neighbor_attention" else "edges"
+    return attend
+
+
+def variants(layers: Sequence[str], ablations: bool, attend: Optional[str]) -> List[Tuple[str, Dict[str, Dict]]]:
+    """``(name, {part: changes})`` per layer, then the ablations of the first layer; parts are ``builder``,
+    ``model`` and ``train``."""
+    def model_kw(name: str) -> Dict[str, Any]:
+        mode = attend_mode(attend, name)
+        return {"layer": name, **({"attend": mode} if mode is not None else {})}
+    out = [(name, {"model": model_kw(name)}) for name in layers]
     if ablations:
         first = layers[0]
-        kw = model_kw(first)
-        out += [(f"{first} / no alignment", kw, {}, dict(alignment=0.0, mirror_contrastive=0.0)),
-                (f"{first} / inter-only pillars", kw, dict(anchor="inter"), {}),
-                (f"{first} / intra-only pillars", kw, dict(anchor="intra"), {}),
-                (f"{first} / no edge weights", dict(kw, use_edge_weight=False), {}, {})]
+        for what, change in ABLATIONS:
+            parts = {"model": dict(model_kw(first), **change.get("model", {}))}
+            parts.update({k: v for k, v in change.items() if k != "model"})
+            out.append((f"{first} / {what}", parts))
     return out
 
 
-def load_data(kind: str, seed: int, args):
-    if kind == "synthetic":
-        return synthetic_splits(args.train_images, args.dev_images, args.test_images, seed=seed)
+def synthetic_data(seed: int, args) -> Tuple[Any, Any, Any]:
+    return synthetic_splits(args.train_images, args.dev_images, args.test_images, seed=seed)
+
+
+def coco_transfer_data(args) -> Tuple[Any, Any, Any]:
     from pillargraph.data import caption_proxy_bundle
     kw = dict(cross=args.cross, intra=args.intra)
     return (caption_proxy_bundle("coco_testall", **kw), caption_proxy_bundle("f30k_dev", **kw),
             caption_proxy_bundle("f30k_test", **kw))
 
 
-def run_one(split, name, model_kw, builder_kw, train_kw, seed, args):
-    train, dev, test = split
-    config = TrainConfig(epochs=args.epochs, seed=seed, **train_kw)
-    fitted = fit_reranker(train, dev, {"num_pillars": args.num_pillars, **builder_kw},
-                          {"hidden_channels": args.hidden, "heads": args.heads, **model_kw}, config,
-                          device=args.device)
-    model, result, seconds = fitted.model, fitted.result, fitted.seconds
-    scores = fitted.rescore(test, device=args.device)
-    learned = evaluate_rescored(scores["learned"], test)
-    fused = evaluate_rescored(scores["fused"], test)
-    return {"variant": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
-            "train_s": seconds, "best_epoch": result.best_epoch, "fusion": result.fusion,
-            "learned": learned, "fused": fused}
+def fit_settings(parts: Dict[str, Dict], seed: int, args):
+    """``fit_reranker`` keywords of a variant in the synthetic / caption-proxy modes (their own fixed budget)."""
+    return dict(builder={"num_pillars": args.num_pillars, **parts.get("builder", {})},
+                model={"hidden_channels": args.hidden, "heads": args.heads, **parts.get("model", {})},
+                config=TrainConfig(epochs=args.epochs, seed=seed, **parts.get("train", {})))
 
 
-def summarise(runs, bases):
-    rows = {}
+def variant_recipe(base: Recipe, parts: Dict[str, Dict]) -> Recipe:
+    """``base`` with a variant's changes (``--data f30k``)."""
+    return base.override(**{k: v for k, v in parts.items() if v})
+
+
+def measure(fitted, test, name: str, seed: int, combo: str) -> Dict[str, Any]:
+    """One run's record: dev rSum (learned, and learned + fusion), test rSum (base, learned, fused)."""
+    scores = fitted.rescore(test)
+    fusion = fitted.result.fusion or {}
+    return {"combo": combo, "variant": name, "seed": seed, "params": sum(p.numel() for p in fitted.model.parameters()),
+            "train_s": fitted.seconds, "best_epoch": fitted.result.best_epoch, "fusion": fusion,
+            "dev_learned_rsum": fitted.result.best_dev_rsum, "dev_fused_rsum": fusion.get("dev_rsum"),
+            "dev_base_rsum": fusion.get("base_rsum"), "base": evaluate(test),
+            "learned": evaluate_rescored(scores["learned"], test), "fused": evaluate_rescored(scores["fused"], test)}
+
+
+def sweep(args, done: List[Dict[str, Any]], write) -> None:
+    """Every (combo, seed, variant) run, appended to ``done``; ``write()`` after each."""
+    single = set(parse_list(args.single_seed_layers, "--single-seed-layers")) if args.single_seed_layers else set()
+    todo = variants(args.layers, args.ablations, args.attend)
+    labels = {"synthetic": "synthetic", "caption-proxy": f"{args.cross}:{args.intra}"}
+    for combo in (args.combos if args.data == "f30k" else [labels[args.data]]):
+        if args.data == "f30k":
+            data = ProxyTrain(combo, args.train_images)
+            dev, test = f30k_split(combo, "dev", args.limit), f30k_split(combo, "test", args.limit)
+            sizes = {k: v for k, v in (("hidden_channels", args.hidden), ("heads", args.heads)) if v is not None}
+            base = recipe_for(args.recipe, args.epochs).override(model=sizes)
+        for seed in args.seeds:
+            if args.data != "f30k":
+                train, dev, test = synthetic_data(seed, args) if args.data == "synthetic" else coco_transfer_data(args)
+            for name, parts in todo:
+                if name in single and seed != args.seeds[0]:
+                    continue
+                if args.data == "f30k":
+                    recipe = variant_recipe(base, parts)
+                    fitted = fit_reranker(data.train_for(recipe), dev, recipe=recipe, seed=seed,
+                                          device=args.device, episode_seed=data.episode_seed)
+                else:
+                    fitted = fit_reranker(train, dev, device=args.device, **fit_settings(parts, seed, args))
+                r = measure(fitted, test, name, seed, combo)
+                done.append(r)
+                log(f"{combo} seed {seed} {name:40s} dev {r['dev_fused_rsum']:.2f}  test base {r['base']['rsum']:.2f}"
+                    f"  learned {r['learned']['rsum']:.2f}  fused {r['fused']['rsum']:.2f}  ({r['train_s']:.0f} s)")
+                write(final=False)  # every finished run is kept, even if the sweep is stopped
+
+
+# ------------------------------------------------------------------ tables
+def summarise(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per (combo, variant): means and sample stds over seeds of dev and test rSum and test gains."""
+    groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for r in runs:
-        rows.setdefault(r["variant"], []).append(r)
+        groups.setdefault((r["combo"], r["variant"]), []).append(r)
     table = []
-    for name, rs in rows.items():
-        gl = [r["learned"]["rsum"] - bases[r["seed"]]["rsum"] for r in rs]
-        gf = [r["fused"]["rsum"] - bases[r["seed"]]["rsum"] for r in rs]
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
-        table.append({"variant": name, "seeds": len(rs),
-                      "base_rsum": statistics.mean(bases[r["seed"]]["rsum"] for r in rs),
-                      "learned_rsum": statistics.mean(r["learned"]["rsum"] for r in rs),
-                      "fused_rsum": statistics.mean(r["fused"]["rsum"] for r in rs),
-                      "gain_learned_mean": statistics.mean(gl), "gain_learned_std": sd(gl),
-                      "gain_fused_mean": statistics.mean(gf), "gain_fused_std": sd(gf),
-                      "params": rs[0]["params"], "train_s": statistics.mean(r["train_s"] for r in rs)})
+    for (combo, name), rs in groups.items():
+        row = {"combo": combo, "variant": name, "seeds": len(rs), "params": rs[0]["params"]}
+        for key, values in (("dev_fused", [r["dev_fused_rsum"] for r in rs]),
+                            ("dev_learned", [r["dev_learned_rsum"] for r in rs]),
+                            ("base", [r["base"]["rsum"] for r in rs]),
+                            ("learned", [r["learned"]["rsum"] for r in rs]), ("fused", [r["fused"]["rsum"] for r in rs]),
+                            ("gain_learned", [r["learned"]["rsum"] - r["base"]["rsum"] for r in rs]),
+                            ("gain_fused", [r["fused"]["rsum"] - r["base"]["rsum"] for r in rs]),
+                            ("train_s", [r["train_s"] for r in rs])):
+            if all(v is not None for v in values):
+                row[f"{key}_mean"], row[f"{key}_std"] = mean_std(values)
+        table.append(row)
     return table
 
 
-def markdown(table, command, note):
+def best_on_dev(table: Sequence[Dict[str, Any]], layers: Sequence[str]) -> Dict[str, Any]:
+    """Per combo and averaged over combos: the layer (ablations excluded) with the highest mean dev rSum
+    (learned + fusion), and that of the first layer (the recipe's) for comparison."""
+    rows = [t for t in table if t["variant"] in layers and "dev_fused_mean" in t]
+    out: Dict[str, Any] = {"per_combo": {}, "reference": layers[0]}
+    combos = list(dict.fromkeys(t["combo"] for t in rows))
+    for combo in combos:
+        here = {t["variant"]: t["dev_fused_mean"] for t in rows if t["combo"] == combo}
+        best = max(here, key=here.get)
+        out["per_combo"][combo] = {"best": best, "dev": here[best], "reference_dev": here.get(layers[0])}
+    complete = [name for name in layers if all(any(t["variant"] == name and t["combo"] == c for t in rows)
+                                               for c in combos)]
+    if complete:
+        mean = {n: sum(t["dev_fused_mean"] for t in rows if t["variant"] == n) / len(combos) for n in complete}
+        best = max(mean, key=mean.get)
+        out["overall"] = {"best": best, "dev": mean[best], "reference_dev": mean.get(layers[0]),
+                          "beats_reference": best != layers[0]}
+    return out
+
+
+def best_lines(best: Dict[str, Any]) -> List[str]:
+    ref = best["reference"]
+    lines = [f"- {combo}: best layer on dev {b['best']} ({b['dev']:.2f}); {ref} {b['reference_dev']:.2f}"
+             if b["reference_dev"] is not None else f"- {combo}: best layer on dev {b['best']} ({b['dev']:.2f})"
+             for combo, b in best["per_combo"].items()]
+    o = best.get("overall")
+    if o:
+        verdict = (f"{o['best']} beats the reference {ref} on dev" if o["beats_reference"]
+                   else f"no layer beats the reference {ref} on dev")
+        lines.append(f"- mean over combos: {o['best']} {o['dev']:.2f}"
+                     + (f", {ref} {o['reference_dev']:.2f}" if o["beats_reference"] and o["reference_dev"] is not None
+                        else "") + f"; {verdict}.")
+    return lines
+
+
+def _pm(row: Dict[str, Any], key: str, signed: bool = False) -> str:
+    if f"{key}_mean" not in row:
+        return "-"
+    return f"{row[f'{key}_mean']:{'+' if signed else ''}.2f} ± {row[f'{key}_std']:.2f}"
+
+
+def markdown(table: Sequence[Dict[str, Any]], best: Dict[str, Any], command: str, note: str) -> str:
     lines = [f"Command: `{command}`", "", note, "",
-             "| layer / variant | seeds | base rSum | re-ranked rSum (learned) | gain (learned) | "
-             "re-ranked rSum (dev-fused) | gain (dev-fused) | params | train time (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| combo | layer / variant | seeds | dev rSum (learned + fusion) | test base | test rSum (learned) | "
+             "gain (learned) | test rSum (dev-fused) | gain (dev-fused) | params | train time (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in table:
-        lines.append(f"| {t['variant']} | {t['seeds']} | {t['base_rsum']:.2f} | {t['learned_rsum']:.2f} | "
-                     f"{t['gain_learned_mean']:+.2f} ± {t['gain_learned_std']:.2f} | {t['fused_rsum']:.2f} | "
-                     f"{t['gain_fused_mean']:+.2f} ± {t['gain_fused_std']:.2f} | {t['params']:,} | "
-                     f"{t['train_s']:.0f} |")
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {t['combo']} | {t['variant']} | {t['seeds']} | {_pm(t, 'dev_fused')} | {t['base_mean']:.2f} | "
+                     f"{_pm(t, 'learned')} | {_pm(t, 'gain_learned', True)} | {_pm(t, 'fused')} | "
+                     f"{_pm(t, 'gain_fused', True)} | {t['params']:,} | {t['train_s_mean']:.0f} |")
+    return "\n".join(lines + ["", "Best layer on dev (learned + fusion, mean over seeds; selection on dev only):", ""]
+                     + best_lines(best)) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--layers", default="neighbor_attention,transformer,gatv2,gcn,sage,gin",
-                   help="comma-separated names the layer resolver accepts")
+def plot(table: Sequence[Dict[str, Any]], path: Path, title: str) -> None:
+    """Test gain (dev-fused) per variant with std error bars, one panel per combo."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    combos = list(dict.fromkeys(t["combo"] for t in table))
+    fig, axes = plt.subplots(1, len(combos), figsize=(6 * len(combos), 4.5), squeeze=False)
+    for ax, combo in zip(axes[0], combos):
+        rows = [t for t in table if t["combo"] == combo]
+        x = range(len(rows))
+        ax.bar(x, [t["gain_fused_mean"] for t in rows], yerr=[t["gain_fused_std"] for t in rows], capsize=3,
+               color=["tab:orange" if "/" not in t["variant"] else "tab:gray" for t in rows])
+        ax.set_xticks(list(x), [t["variant"] for t in rows], rotation=40, ha="right", fontsize=7)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_ylabel("test rSum gain over base (dev-fused)")
+        ax.set_title(f"{combo} (base {rows[0]['base_mean']:.1f})", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def describe(args) -> Tuple[str, str]:
+    """The note under the command, and the figure title."""
+    if args.data == "synthetic":
+        return (f"Synthetic data (generator defaults; {args.train_images} train / {args.dev_images} dev / "
+                f"{args.test_images} test images, 5 captions each), one world per seed; gains are re-ranked minus base "
+                f"test rSum, mean ± std over seeds (sample std). Same budget for every layer: {args.epochs} epochs, "
+                f"hidden {args.hidden}, {args.num_pillars} pillars per half; attend={args.attend} ('pyg-edges': PyG "
+                "layers pass messages along the overlap edges, the paper's neighbor_attention attends over the whole "
+                "query graph).", "Synthetic data (not image-text results)")
+    if args.data == "caption-proxy":
+        return (f"{PROXY_NOTE}. Trained on the COCO 5K proxy ({args.cross}:{args.intra}), selected on Flickr30K dev, "
+                "tested on Flickr30K test.", PROXY_NOTE)
+    recipe = recipe_for(args.recipe, args.epochs)
+    return (f"**{PROXY_NOTE}.** Recipe `{args.recipe}` ({recipe.describe()}) with only the layer (or the ablated "
+            f"setting) changed; trained on the first {args.train_images} Flickr30K-train proxy images, epoch and fusion "
+            f"selected on Flickr30K dev, tested on Flickr30K test; same budget for every layer; attend="
+            f"{args.attend or 'model default (attention layers see the whole query graph, the others its edges)'}; "
+            "mean ± sample std over seeds." + (f" **Smoke run: dev and test cut to {args.limit} images.**"
+                                               if args.limit else ""), f"Layer sweep, Flickr30K test. {PROXY_NOTE}")
+
+
+def check_args(args) -> None:
+    """Fill the mode's defaults and parse the lists in place; ValueError naming the flag."""
+    args.layers = parse_list(args.layers, "--layers")
+    args.seeds = parse_list(args.seeds, "--seeds", int)
+    if args.data == "f30k":
+        args.combos = [f"{c}:{i}" for c, i in (parse_combo(x, "--combos") for x in parse_list(args.combos, "--combos"))]
+        args.train_images = args.train_images or 3000
+        try:
+            recipe_for(args.recipe)
+        except ValueError as err:
+            raise ValueError(f"--recipe: {err}") from None
+        if args.num_pillars is not None:
+            raise ValueError("--num-pillars: the f30k mode takes the recipe's pillars")
+    else:
+        for key, value in SYNTHETIC.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.limit is not None:
+            raise ValueError("--limit: only with --data f30k")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError("--epochs: expected at least 1")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=("synthetic", "f30k", "caption-proxy"), default="synthetic")
+    p.add_argument("--layers", default=LAYERS, help="comma-separated names the layer resolver accepts; the first "
+                                                    "is the reference (the recipe's) and the one ablated")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--num-pillars", type=int, default=32)
-    p.add_argument("--train-images", type=int, default=1000)
+    p.add_argument("--ablations", action="store_true")
+    p.add_argument("--combos", default="tfidf:minilm,minilm:minilm", help="f30k: comma-separated CROSS:INTRA")
+    p.add_argument("--recipe", default="inductive", help="f30k: the recipe whose layer is swapped")
+    p.add_argument("--epochs", type=int, default=None, help="(default: synthetic 2; f30k the recipe's)")
+    p.add_argument("--train-images", type=int, default=None, help="(default: synthetic 1000; f30k 3000)")
+    p.add_argument("--limit", type=int, default=None, help="f30k: cut dev and test to N images (smoke runs)")
+    p.add_argument("--hidden", type=int, default=None, help="(default: synthetic 64; f30k the recipe's)")
+    p.add_argument("--heads", type=int, default=None, help="(default: synthetic 4; f30k the recipe's)")
+    p.add_argument("--num-pillars", type=int, default=None, help="synthetic / caption-proxy (default 32)")
     p.add_argument("--dev-images", type=int, default=500)
     p.add_argument("--test-images", type=int, default=1000)
-    p.add_argument("--data", choices=("synthetic", "caption-proxy"), default="synthetic")
-    p.add_argument("--cross", default="tfidf", help="caption proxy: cross-modal encoder")
-    p.add_argument("--intra", default="minilm", help="caption proxy: intra-modal encoder")
-    p.add_argument("--ablations", action="store_true")
-    p.add_argument("--attend", default="pyg-edges", choices=("pyg-edges", "auto", "graph", "edges"),
-                   help="which node pairs the layers see: 'pyg-edges' (default) gives PyG layers the overlap "
-                        "edges and the paper's layer the whole neighbourhood; the others apply to every layer")
+    p.add_argument("--cross", default="tfidf", help="caption-proxy: cross-modal encoder")
+    p.add_argument("--intra", default="minilm", help="caption-proxy: intra-modal encoder")
+    p.add_argument("--attend", default=None, choices=("pyg-edges", "auto", "graph", "edges"),
+                   help="which node pairs the layers see (default: synthetic 'pyg-edges', PyG layers on the overlap "
+                        "edges and the paper's layer on the whole neighbourhood; f30k the model's default)")
     p.add_argument("--single-seed-layers", default="",
-                   help="comma-separated layers run with the first seed only (to bound CPU time)")
+                   help="comma-separated variants run with the first seed only (to bound CPU time)")
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    p.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT.png")
     args = p.parse_args(argv)
-    layers = [s.strip() for s in args.layers.split(",") if s.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    single = {s.strip() for s in args.single_seed_layers.split(",") if s.strip()}
-    command = "python benchmarks/layers.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    note = (f"Synthetic data (generator defaults; {args.train_images} train / {args.dev_images} dev / "
-            f"{args.test_images} test images, 5 captions each), "
-            "test split; gains are re-ranked minus base test rSum, mean ± std over seeds (each seed is a new "
-            "world and a new initialisation). Same budget for every layer: "
-            f"{args.epochs} epochs, hidden {args.hidden}, {args.num_pillars} pillars per half; layers: "
-            f"attend={args.attend} ('pyg-edges': PyG layers pass messages along the overlap edges, with edge "
-            "weights where they accept them; the paper's neighbor_attention attends over the whole query graph)."
-            if args.data == "synthetic" else
-            "Caption-proxy data (real captions, not image-text results): trained on the COCO 5K proxy, "
-            "selected on Flickr30K dev, tested on Flickr30K test.")
-    runs, bases = [], {}
+    try:
+        check_args(args)
+    except ValueError as err:
+        p.error(str(err))
+    command = command_line("benchmarks/layers.py", argv)
+    note, title = describe(args)
+    runs: List[Dict[str, Any]] = []
 
     def write(final: bool) -> str:
-        table = summarise(runs, bases)
-        md = markdown(table, command.strip(), note if final else note + " (partial: run in progress)")
+        table = summarise(runs)
+        best = best_on_dev(table, args.layers)
+        md = markdown(table, best, command, note if final else note + " (partial: run in progress)")
         if args.out:
             out = Path(args.out)
             atomic_write_text(out.with_suffix(".md"), md)
             atomic_write_text(out.with_suffix(".json"), json.dumps(
-                {"command": command.strip(), "args": vars(args), "complete": final, "table": table,
-                 "runs": runs, "bases": bases}, indent=2))
+                {"command": command, "args": vars(args), "complete": final, "table": table, "best_on_dev": best,
+                 "runs": runs}, indent=2, default=str))
+            plot(table, out.with_suffix(".png"), title)
         return md
 
-    for seed in seeds:
-        split = load_data(args.data, seed, args)
-        bases[seed] = evaluate(split[2])
-        for name, model_kw, builder_kw, train_kw in variants(layers, args.ablations, args.attend):
-            if name in single and seed != seeds[0]:
-                continue
-            r = run_one(split, name, model_kw, builder_kw, train_kw, seed, args)
-            runs.append(r)
-            print(f"seed {seed} {name:40s} base {bases[seed]['rsum']:.2f}  learned {r['learned']['rsum']:.2f}  "
-                  f"fused {r['fused']['rsum']:.2f}  ({r['train_s']:.0f} s)", flush=True)
-            write(final=False)  # every finished run is kept, even if the sweep is stopped
+    sweep(args, runs, write)
     print(write(final=True))
     return 0
 

@@ -1,0 +1,96 @@
+"""benchmarks/layers.py: variants as recipe changes, per-mode defaults, the table with dev and test rSum, the best
+layer on dev, the plot, and a tiny synthetic sweep end to end."""
+import argparse
+import json
+
+import pytest
+
+from benchmarks import layers
+from benchmarks.common import recipe_for
+
+
+def test_variants_change_only_the_layer_or_the_ablated_setting():
+    out = dict(layers.variants(["neighbor_attention", "gcn"], ablations=True, attend=None))
+    assert out["gcn"] == {"model": {"layer": "gcn"}}
+    assert out["neighbor_attention / no alignment"] == {"model": {"layer": "neighbor_attention"},
+                                                        "train": {"alignment": 0.0, "mirror_contrastive": 0.0}}
+    assert out["neighbor_attention / inter-only pillars"]["builder"] == {"anchor": "inter"}
+    assert out["neighbor_attention / no edge weights"]["model"] == {"layer": "neighbor_attention",
+                                                                   "use_edge_weight": False}
+    edges = dict(layers.variants(["neighbor_attention", "gatv2"], ablations=False, attend="pyg-edges"))
+    assert edges["gatv2"]["model"]["attend"] == "edges" and edges["neighbor_attention"]["model"]["attend"] == "auto"
+    recipe = layers.variant_recipe(recipe_for("inductive", 1), out["neighbor_attention / intra-only pillars"])
+    assert recipe.builder["anchor"] == "intra" and recipe.builder["node_features"] == ("rank",)
+    assert recipe.model["hidden_channels"] == 128 and recipe.train["epochs"] == 1
+
+
+def parsed(**kw):
+    base = dict(data="synthetic", layers=layers.LAYERS, seeds="0,1,2", combos="tfidf:minilm,minilm:minilm",
+                recipe="inductive", epochs=None, train_images=None, limit=None, hidden=None, heads=None,
+                num_pillars=None, attend=None)
+    return argparse.Namespace(**dict(base, **kw))
+
+
+def test_each_mode_fills_its_own_defaults_and_refuses_the_others_flags():
+    syn = parsed()
+    layers.check_args(syn)
+    assert (syn.train_images, syn.epochs, syn.hidden, syn.attend) == (1000, 2, 64, "pyg-edges")
+    assert len(syn.layers) == 8 and syn.seeds == [0, 1, 2]
+    f30k = parsed(data="f30k")
+    layers.check_args(f30k)
+    assert (f30k.train_images, f30k.epochs, f30k.hidden, f30k.attend) == (3000, None, None, None)
+    assert f30k.combos == ["tfidf:minilm", "minilm:minilm"]
+    for kw, message in ((dict(data="f30k", num_pillars=16), "--num-pillars"), (dict(limit=10), "--limit"),
+                        (dict(data="f30k", recipe="nope"), "--recipe: unknown"),
+                        (dict(data="f30k", combos="minilm:bm25"), "--combos"), (dict(seeds="1,1"), "--seeds"),
+                        (dict(epochs=0), "--epochs")):
+        with pytest.raises(ValueError, match=message):
+            layers.check_args(parsed(**kw))
+
+
+def fake_run(combo, variant, seed, dev, test, base=300.0):
+    return {"combo": combo, "variant": variant, "seed": seed, "params": 1000, "train_s": 10.0 + seed,
+            "dev_fused_rsum": dev, "dev_learned_rsum": dev - 2, "base": {"rsum": base},
+            "learned": {"rsum": test - 1}, "fused": {"rsum": test}}
+
+
+RUNS = [fake_run(c, v, s, dev + s, test + s) for c in ("tfidf:minilm", "minilm:minilm") for s in (0, 1)
+        for v, dev, test in (("neighbor_attention", 350.0, 310.0), ("gcn", 351.0 if c == "tfidf:minilm" else 340.0,
+                                                                      312.0),
+                             ("neighbor_attention / no alignment", 360.0, 305.0))]
+
+
+def test_summary_and_the_best_layer_on_dev():
+    table = layers.summarise(RUNS)
+    row = next(t for t in table if (t["combo"], t["variant"]) == ("tfidf:minilm", "gcn"))
+    assert row["seeds"] == 2 and row["dev_fused_mean"] == pytest.approx(351.5)
+    assert row["dev_fused_std"] == pytest.approx(0.7071, abs=1e-3) and row["gain_fused_mean"] == pytest.approx(12.5)
+    best = layers.best_on_dev(table, ["neighbor_attention", "gcn"])
+    # the ablation has the highest dev rSum but is no layer; gcn wins on one combo, not on the mean
+    assert best["per_combo"]["tfidf:minilm"]["best"] == "gcn"
+    assert best["per_combo"]["minilm:minilm"]["best"] == "neighbor_attention"
+    assert best["overall"]["best"] == "neighbor_attention" and not best["overall"]["beats_reference"]
+    md = layers.markdown(table, best, "python benchmarks/layers.py --data f30k", "note")
+    assert md.startswith("Command: `python benchmarks/layers.py --data f30k`")
+    assert "| tfidf:minilm | gcn | 2 | 351.50 ± 0.71 | 300.00 | 311.50 ± 0.71 | +11.50 ± 0.71 | 312.50 ± 0.71 | " \
+           "+12.50 ± 0.71 | 1,000 | 10 |" in md
+    assert "no layer beats the reference neighbor_attention on dev" in md
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    layers.plot(layers.summarise(RUNS), tmp_path / "layers.png", "title")
+    assert (tmp_path / "layers.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tiny_synthetic_sweep_end_to_end(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "layers"
+    assert layers.main(["--layers", "neighbor_attention,sage", "--seeds", "0", "--train-images", "40",
+                        "--dev-images", "20", "--test-images", "20", "--num-pillars", "4", "--hidden", "16",
+                        "--epochs", "1", "--out", str(out)]) == 0
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["complete"] and [t["variant"] for t in payload["table"]] == ["neighbor_attention", "sage"]
+    assert payload["command"].startswith("python benchmarks/layers.py --layers neighbor_attention,sage")
+    assert all(r["dev_fused_rsum"] >= r["dev_base_rsum"] for r in payload["runs"])  # the fusion never loses on dev
+    assert out.with_suffix(".png").exists() and "Best layer on dev" in out.with_suffix(".md").read_text()
