@@ -56,7 +56,7 @@ from benchmarks.common import (PROXY_NOTE, ProxyTrain, command_line, f30k_split,
 
 LAYERS = "neighbor_attention,transformer,gatv2,gat,gcn,sage,gin,graph"
 #: ``--data synthetic`` sizes and budget unless given.
-SYNTHETIC = {"train_images": 1000, "epochs": 2, "hidden": 64, "heads": 4, "num_pillars": 32, "attend": "pyg-edges"}
+SYNTHETIC = {"train_images": 1000, "epochs": 2, "hidden": 64, "heads": 4, "num_pillars": 32}
 ABLATIONS = (("no alignment", {"train": {"alignment": 0.0, "mirror_contrastive": 0.0}}),
              ("inter-only pillars", {"builder": {"anchor": "inter"}}),
              ("intra-only pillars", {"builder": {"anchor": "intra"}}),
@@ -88,10 +88,12 @@ def variants(layers: Sequence[str], ablations: bool, attend: Optional[str]) -> L
 
 
 def synthetic_data(seed: int, args) -> Tuple[Any, Any, Any]:
+    """``--data synthetic``: train, dev and test splits of the seed's world."""
     return synthetic_splits(args.train_images, args.dev_images, args.test_images, seed=seed)
 
 
 def coco_transfer_data(args) -> Tuple[Any, Any, Any]:
+    """``--data caption-proxy``: the COCO 5K proxy (train), Flickr30K dev and test."""
     from pillargraph.data import caption_proxy_bundle
     kw = dict(cross=args.cross, intra=args.intra)
     return (caption_proxy_bundle("coco_testall", **kw), caption_proxy_bundle("f30k_dev", **kw),
@@ -194,6 +196,7 @@ def best_on_dev(table: Sequence[Dict[str, Any]], layers: Sequence[str]) -> Dict[
 
 
 def best_lines(best: Dict[str, Any]) -> List[str]:
+    """:func:`best_on_dev` in words, one line per combo and one for the mean."""
     ref = best["reference"]
     lines = [f"- {combo}: best layer on dev {b['best']} ({b['dev']:.2f}); {ref} {b['reference_dev']:.2f}"
              if b["reference_dev"] is not None else f"- {combo}: best layer on dev {b['best']} ({b['dev']:.2f})"
@@ -215,6 +218,7 @@ def _pm(row: Dict[str, Any], key: str, signed: bool = False) -> str:
 
 
 def markdown(table: Sequence[Dict[str, Any]], best: Dict[str, Any], command: str, note: str) -> str:
+    """OUT.md: the command, the note, the table and the best layer on dev."""
     lines = [f"Command: `{command}`", "", note, "",
              "| combo | layer / variant | seeds | dev rSum (learned + fusion) | test base | test rSum (learned) | "
              "gain (learned) | test rSum (dev-fused) | gain (dev-fused) | params | train time (s) |",
@@ -263,9 +267,10 @@ def describe(args) -> Tuple[str, str]:
     recipe = recipe_for(args.recipe, args.epochs)
     return (f"**{PROXY_NOTE}.** Recipe `{args.recipe}` ({recipe.describe()}) with only the layer (or the ablated "
             f"setting) changed; trained on the first {args.train_images} Flickr30K-train proxy images, epoch and fusion "
-            f"selected on Flickr30K dev, tested on Flickr30K test; same budget for every layer; attend="
-            f"{args.attend or 'model default (attention layers see the whole query graph, the others its edges)'}; "
-            "mean ± sample std over seeds." + (f" **Smoke run: dev and test cut to {args.limit} images.**"
+            f"selected on Flickr30K dev, tested on Flickr30K test; same budget for every layer; attend={args.attend} "
+            "('pyg-edges': PyG layers pass messages along the overlap edges, the paper's neighbor_attention attends "
+            "over the whole query graph; 'auto': every attention layer attends over the whole graph); mean ± sample "
+            "std over seeds." + (f" **Smoke run: dev and test cut to {args.limit} images.**"
                                                if args.limit else ""), f"Layer sweep, Flickr30K test. {PROXY_NOTE}")
 
 
@@ -292,7 +297,8 @@ def check_args(args) -> None:
         raise ValueError("--epochs: expected at least 1")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=("synthetic", "f30k", "caption-proxy"), default="synthetic")
     p.add_argument("--layers", default=LAYERS, help="comma-separated names the layer resolver accepts; the first "
@@ -311,13 +317,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--test-images", type=int, default=1000)
     p.add_argument("--cross", default="tfidf", help="caption-proxy: cross-modal encoder")
     p.add_argument("--intra", default="minilm", help="caption-proxy: intra-modal encoder")
-    p.add_argument("--attend", default=None, choices=("pyg-edges", "auto", "graph", "edges"),
-                   help="which node pairs the layers see (default: synthetic 'pyg-edges', PyG layers on the overlap "
-                        "edges and the paper's layer on the whole neighbourhood; f30k the model's default)")
+    p.add_argument("--attend", default="pyg-edges", choices=("pyg-edges", "auto", "graph", "edges"),
+                   help="which node pairs the layers see: 'pyg-edges' (default) gives the PyG layers the overlap "
+                        "edges and the paper's layer the whole neighbourhood; 'auto' is the model's default (every "
+                        "attention layer sees the whole query graph: transformer, gatv2 and gat then train 6-7x "
+                        "slower on CPU); the others apply to every layer")
     p.add_argument("--single-seed-layers", default="",
                    help="comma-separated variants run with the first seed only (to bound CPU time)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT.png")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         check_args(args)

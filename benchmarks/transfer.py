@@ -91,6 +91,7 @@ class Target:
         self._graphs: Dict[Tuple[str, str], Dict[str, Any]] = {}
 
     def graphs(self, split: str, builder: PillarGraphBuilder) -> Dict[str, Any]:
+        """Both directions' graphs of ``split`` under ``builder``'s settings (built on first use)."""
         key = (split, json.dumps(builder.config, sort_keys=True, default=str))
         if key not in self._graphs:
             self._graphs[key] = {d: builder.build(self.splits[split], d) for d in DIRECTIONS}
@@ -134,8 +135,8 @@ def source_models(combo: str, dev: SimilarityBundle, args) -> Dict[Tuple[str, in
                                            fitted.config.fusion_outputs,
                                            {"trained_s": round(time.perf_counter() - t0, 1),
                                             "best_dev_rsum": fitted.result.best_dev_rsum, "saved": str(path or "")})
-            log(f"  {combo} {name} seed {seed}: {out[(name, seed)].info}, fusion {out[(name, seed)].fusion['output']} "
-                f"{out[(name, seed)].fusion['i2t']}/{out[(name, seed)].fusion['t2i']}")
+            f = out[(name, seed)].fusion
+            log(f"  {combo} {name} seed {seed}: {out[(name, seed)].info}, fusion {f['output']} {f['i2t']}/{f['t2i']}")
     return out
 
 
@@ -338,6 +339,7 @@ def check_args(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--combos", default=DEFAULT_COMBOS, help="comma-separated CROSS:INTRA combos (at least 2)")
     p.add_argument("--recipes", default="paper,inductive,transductive",

@@ -1,6 +1,5 @@
 """benchmarks/layers.py: variants as recipe changes, per-mode defaults, the table with dev and test rSum, the best
 layer on dev, the plot, and a tiny synthetic sweep end to end."""
-import argparse
 import json
 
 import pytest
@@ -25,10 +24,10 @@ def test_variants_change_only_the_layer_or_the_ablated_setting():
 
 
 def parsed(**kw):
-    base = dict(data="synthetic", layers=layers.LAYERS, seeds="0,1,2", combos="tfidf:minilm,minilm:minilm",
-                recipe="inductive", epochs=None, train_images=None, limit=None, hidden=None, heads=None,
-                num_pillars=None, attend=None)
-    return argparse.Namespace(**dict(base, **kw))
+    """The parser's defaults with ``kw`` replaced (check_args not yet run)."""
+    args = layers.build_parser().parse_args([])
+    vars(args).update(kw)
+    return args
 
 
 def test_each_mode_fills_its_own_defaults_and_refuses_the_others_flags():
@@ -38,7 +37,7 @@ def test_each_mode_fills_its_own_defaults_and_refuses_the_others_flags():
     assert len(syn.layers) == 8 and syn.seeds == [0, 1, 2]
     f30k = parsed(data="f30k")
     layers.check_args(f30k)
-    assert (f30k.train_images, f30k.epochs, f30k.hidden, f30k.attend) == (3000, None, None, None)
+    assert (f30k.train_images, f30k.epochs, f30k.hidden, f30k.attend) == (3000, None, None, "pyg-edges")
     assert f30k.combos == ["tfidf:minilm", "minilm:minilm"]
     for kw, message in ((dict(data="f30k", num_pillars=16), "--num-pillars"), (dict(limit=10), "--limit"),
                         (dict(data="f30k", recipe="nope"), "--recipe: unknown"),
