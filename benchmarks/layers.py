@@ -18,9 +18,11 @@ gain (dev-fused) per layer with std error bars, one panel per combo.
   first ``--train-images`` images of the Flickr30K-train proxy with ``--recipe``
   (default ``inductive``; only the layer, or the ablated setting, is changed:
   ``Recipe.override``), select on Flickr30K dev, test on Flickr30K test. One run
-  at 3,000 images and 1 epoch takes about 2 minutes on 2 cores (neighbor_attention;
-  the PyG layers differ), so the default sweep (8 layers + 4 ablations, 2 combos,
-  3 seeds, 1 epoch) takes about 2.5-3 hours.
+  at 3,000 images takes about 2 minutes with ``--epochs 1`` and 5 with the
+  recipe's 3 epochs (one thread on the shared 2-core machine; every layer within
+  40% of neighbor_attention with ``--attend pyg-edges``), so the sweep of 8 layers
+  + 4 ablations x 2 combos x 3 seeds (72 runs) takes about 2.5 hours with
+  ``--epochs 1`` and 6 at the recipe's epochs.
 * ``caption-proxy``: the earlier protocol (train on the COCO 5K proxy, select on
   Flickr30K dev, test on Flickr30K test; ``--cross``/``--intra``).
 

@@ -21,13 +21,16 @@ least 70%). Writes ``OUT.md`` (command first), ``OUT.json`` (config and every
 number) and ``OUT.png`` (heat maps, one panel per setting, one row per recipe),
 each atomically.
 
-Time on 2 cores at the defaults (5 combos, 3 recipes, seed 0, 3,000 training
-images, 1 epoch): about 45 minutes, of which about 25 train the 15 models (none
-when ``--models`` holds them) and 20 re-rank the 75 cells (a transductive cell
-costs about 25 s: its priors are recomputed on the target's splits).
+Time (one thread per job on the 2-core machine, shared with other jobs) at the
+defaults (5 combos, 3 recipes, seed 0, 3,000 training images, each recipe's 3
+epochs): about 80 minutes, of which about 60 train the 15 models (none when
+``--models`` holds them) and 20 re-rank the 75 cells (about 15 s a cell; a
+transductive one about 25 s, its priors recomputed on the target's splits).
+With the models of the generalization runs (``--models``) and 3 seeds: about 50
+minutes for the 225 cells.
 
     python benchmarks/transfer.py [--combos tfidf:minilm,minilm:minilm,bm25:minilm,lsa:minilm,tfidf:tfidf]
-        [--recipes paper,inductive,transductive] [--seeds 0] [--train-images 3000] [--epochs 1]
+        [--recipes paper,inductive,transductive] [--seeds 0] [--train-images 3000] [--epochs N]
         [--models DIR] [--limit N] [--out benchmarks/results/transfer]
 
 Caption-proxy numbers are text-to-text retrieval results, NOT image-text results.
