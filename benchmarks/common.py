@@ -202,6 +202,9 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "transductive_aqe": ("transductive", {"builder": {"node_features": (
         "rank", "reciprocal", "prior:dual_softmax(temperature=0.1)", "prior:gnn_rerank(k1=10, k2=3)",
         "prior:alpha_qe")}}),
+    "transductive_aqe_dba": ("transductive", {"builder": {"node_features": (
+        "rank", "reciprocal", "prior:dual_softmax(temperature=0.1)", "prior:gnn_rerank(k1=10, k2=3)",
+        "prior:alpha_qe", "prior:dba")}}),
     "inductive_fused": ("inductive", {"train": {"fusion_outputs": ("fused", "directions")}}),
     "transductive_whole": ("transductive", {"episode_images": 0}),
     "paper_episodes": ("paper", {"episode_images": 1000}),
