@@ -212,14 +212,14 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
 
 
 def variant(name: str) -> Recipe:
-    """The recipe of a named dev-search variant (a recipe name, or one of :data:`VARIANTS`); ``NAME@eN,M``
+    """The recipe of a named dev-search variant (a recipe name, or one of :data:`VARIANTS`); ``NAME@eN+M``
     is variant ``NAME`` with episodes of N and M images (``@e0``: the whole split)."""
     if "@e" in name:
         base, sizes = name.split("@e", 1)
         try:
-            episodes = [int(x) for x in sizes.split(",")]
+            episodes = [int(x) for x in sizes.split("+")]
         except ValueError:
-            raise ValueError(f"variant {name!r}: expected NAME@eN[,N...] with whole numbers") from None
+            raise ValueError(f"variant {name!r}: expected NAME@eN[+N...] with whole numbers") from None
         return variant(base).override(episode_images=episodes)
     if name not in VARIANTS:
         raise ValueError(f"unknown learned variant {name!r}; expected some of {sorted(VARIANTS)}")
