@@ -156,9 +156,11 @@ def need(path: Path, stage: str) -> Path:
 
 # ------------------------------------------------------------------ training settings
 def train_namespace(args: argparse.Namespace, paths: Paths) -> argparse.Namespace:
-    """The parsed options of ``pillargraph train --epochs 1`` (its defaults plus ``--train-args``)."""
+    """The parsed options of ``pillargraph train --epochs 1 --episode-images 0`` (the default recipe on the whole
+    split, whose lists are searched over all of it, plus ``--train-args``)."""
     argv = ["train", "--train", str(paths.lists("train")), "--dev", str(paths.lists("dev")),
-            "--out", str(paths.run), "--epochs", "1", "--seed", str(args.seed), *shlex.split(args.train_args)]
+            "--out", str(paths.run), "--epochs", "1", "--episode-images", "0", "--seed", str(args.seed),
+            *shlex.split(args.train_args)]
     return build_parser().parse_args(argv)
 
 
