@@ -23,7 +23,7 @@ from pillargraph.io import atomic_write, atomic_write_text
 from pillargraph.nn import PillarReranker
 from pillargraph.train import RECIPES, Recipe, get_recipe, load_checkpoint, model_from_state
 
-__all__ = ["log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "parse_list", "ProxyTrain", "f30k_split",
+__all__ = ["portable_path", "log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "parse_list", "ProxyTrain", "f30k_split",
            "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant", "recipe_for", "model_dir",
            "claim_model_dir", "load_finished", "mean_std", "save_figure", "PROXY_NOTE"]
 
@@ -50,11 +50,33 @@ def peak_rss_gib(who: str = "self") -> float:
     return resource.getrusage(scope[who]).ru_maxrss / 2 ** 20
 
 
+#: The repository root (paths under it are recorded relative to it).
+REPO = Path(__file__).resolve().parents[1]
+#: How a recorded command names a folder outside the repository (a scratch folder of the machine that ran it).
+SCRATCH = "SCRATCH"
+
+
+def portable_path(arg: str) -> str:
+    """An argument as a results file records it: a path under the repository relative to its root, any
+    other absolute path as ``SCRATCH/<its last two parts>`` (no machine's folders in a results file); other
+    arguments unchanged. ``--out=/abs/x`` forms are handled too."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+    if not value.startswith("/"):
+        return arg
+    path = Path(value)
+    try:
+        rel = str(path.resolve().relative_to(REPO))
+    except ValueError:
+        rel = "/".join([SCRATCH, *path.parts[-2:]])
+    return f"{flag}{eq}{rel}"
+
+
 def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
     """The shell-quoted command that ran ``script`` (``'benchmarks/NAME.py'``) with ``argv`` (default: this
-    process's arguments), as results files record it."""
+    process's arguments), as results files record it: run from the repository root, with repository-relative
+    paths (:func:`portable_path`)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    return "python " + " ".join(shlex.quote(a) for a in [script, *args])
+    return "python " + " ".join(shlex.quote(portable_path(a)) for a in [script, *args])
 
 
 def parse_combo(combo: str, flag: str = "--combo") -> Tuple[str, str]:

@@ -22,3 +22,11 @@ def test_variants_are_recipes_with_changed_fields():
     assert all(base in RECIPES for base, _ in VARIANTS.values())
     with pytest.raises(ValueError, match="unknown learned variant"):
         variant("best")
+
+
+def test_recorded_commands_carry_no_machine_paths():
+    from benchmarks.common import REPO, command_line
+    cmd = command_line("benchmarks/x.py", ["--out", str(REPO / "benchmarks" / "results" / "a"),
+                                           "--models", "/scratch/run7/models", "--k", "3", "--out=/tmp/q/z"])
+    assert cmd == ("python benchmarks/x.py --out benchmarks/results/a --models SCRATCH/run7/models --k 3 "
+                   "--out=SCRATCH/q/z")
