@@ -40,7 +40,10 @@ from .config import TrainConfig
 
 __all__ = ["Recipe", "RECIPES", "DEFAULT_RECIPE", "get_recipe", "recipe_table", "RecipeRun", "prepare_run", "recipe_parts"]
 
-#: Training-free re-rankers the ``transductive`` recipe reads as node features (dev-tuned parameters).
+#: Training-free re-rankers that read one query's neighbourhood (published defaults), node features of both
+#: the ``inductive`` and the ``transductive`` recipe.
+INDUCTIVE_PRIORS = ("prior:alpha_qe", "prior:dba")
+#: Training-free re-rankers that read all test queries (parameters tuned on dev in both caption-proxy combos).
 TRANSDUCTIVE_PRIORS = ("prior:dual_softmax(temperature=0.1)", "prior:gnn_rerank(k1=10, k2=3)")
 
 
@@ -84,10 +87,21 @@ class Recipe:
         return is_transductive(self.builder.get("node_features", ()))
 
     @property
+    def online(self) -> bool:
+        """Whether a query can be re-ranked on its own: no transductive features, and no output that mixes
+        the two directions' re-rankings (``'fused'`` reads the other direction's lists of other queries)."""
+        outputs = self.train.get("fusion_outputs", TrainConfig.fusion_outputs)
+        return not self.transductive and "fused" not in outputs
+
+    @property
     def reads(self) -> str:
         """What the model reads at test time, in words."""
-        return ("all test queries at once (transductive)" if self.transductive
-                else "one query's neighbourhood at a time (inductive, works online)")
+        if self.transductive:
+            return "all test queries at once (transductive)"
+        if not self.online:
+            return ("one query's neighbourhood per direction, but its fused output mixes both directions' "
+                    "re-rankings (not online)")
+        return "one query's neighbourhood at a time (inductive, works online)"
 
     def override(self, builder: Optional[Mapping[str, Any]] = None, model: Optional[Mapping[str, Any]] = None,
                  train: Optional[Mapping[str, Any]] = None,
@@ -116,7 +130,7 @@ class Recipe:
 
     def record(self) -> Dict[str, Any]:
         """JSON-friendly form for ``config.json``, checkpoints and results files."""
-        return {"name": self.name, "reads": self.reads, "transductive": self.transductive,
+        return {"name": self.name, "reads": self.reads, "transductive": self.transductive, "online": self.online,
                 "builder": _plain(self.builder), "model": _plain(self.model), "train": _plain(self.train),
                 "episode_images": list(self.episode_images),
                 "overrides": {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in self.overrides.items()}}
@@ -143,13 +157,13 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in (
                     "node_features": ()},
            model=_CPU_MODEL, train={"epochs": 3, "fusion_outputs": ("fused",)}),
     Recipe("inductive", "the best model that reads one query's neighbourhood at a time (works online)",
-           builder={"num_pillars": 32, "k_i2t": 32, "k_t2i": 32, "node_features": ("rank",)},
+           builder={"num_pillars": 32, "k_i2t": 32, "k_t2i": 32, "node_features": ("rank",) + INDUCTIVE_PRIORS},
            model=_CPU_MODEL, train={"epochs": 3, "fusion_outputs": ("directions",)}, episode_images=(1000,)),
     Recipe("transductive", "the best model overall; reads all test queries at once (training-free priors "
                            "and reciprocal ranks as node features)",
            builder={"num_pillars": 32, "k_i2t": 32, "k_t2i": 32,
-                    "node_features": ("rank", "reciprocal") + TRANSDUCTIVE_PRIORS},
-           model=_CPU_MODEL, train={"epochs": 3}, episode_images=(1000,)),
+                    "node_features": ("rank", "reciprocal") + TRANSDUCTIVE_PRIORS + INDUCTIVE_PRIORS[:1]},
+           model=_CPU_MODEL, train={"epochs": 3}, episode_images=(1000, 5000)),
 )}
 #: The recipe ``pillargraph train`` uses when none is named.
 DEFAULT_RECIPE = "inductive"
