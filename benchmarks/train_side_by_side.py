@@ -132,6 +132,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--reference-ref", default="977df0a", help="the commit to compare with (default: 977df0a)")
     p.add_argument("--rounds", type=int, default=2, help="runs of each version per split and config (default: 2)")
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run (default: 2)")
+    p.add_argument("--describe", action="append", default=[], metavar="TEXT",
+                   help="a line for the results file's header, e.g. how the splits were made (repeatable)")
     p.add_argument("--out", default=None, help="write OUT.json and OUT.txt")
     return p.parse_args(argv)
 
@@ -141,7 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     splits = dict(s.split("=", 1) for s in args.split)
     configs = {"default": []} | {c.split("=", 1)[0]: c.split("=", 1)[1].split(",") for c in args.config}
     payload: Dict[str, Any] = {"command": command_line("benchmarks/train_side_by_side.py", argv),
-                               "reference": args.reference_ref, "threads": args.threads, "runs": {}, "compared": {}}
+                               "reference": args.reference_ref, "threads": args.threads, "describe": args.describe,
+                               "runs": {}, "compared": {}}
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
         work = Path(tmp)
         trees = {"reference": reference_tree(args.reference_ref, work), "this": REPO}
@@ -166,9 +169,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            check=False)
     if args.out:
         Path(args.out + ".json").write_text(json.dumps(payload, indent=2))
-        Path(args.out + ".txt").write_text(f"# {payload['command']}\n# reference {args.reference_ref}, "
-                                           f"{args.threads} threads\n" + "\n".join(
-                                               summary(n, c) for n, c in payload["compared"].items()) + "\n")
+        header = [payload["command"], f"reference {args.reference_ref}, {args.threads} threads", *args.describe]
+        Path(args.out + ".txt").write_text("".join(f"# {line}\n" for line in header) + "\n".join(
+            summary(n, c) for n, c in payload["compared"].items()) + "\n")
     return 0
 
 
