@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still removes its worktree
     splits = dict(s.split("=", 1) for s in args.split)
     configs = {"default": []} | {c.split("=", 1)[0]: c.split("=", 1)[1].split(",") for c in args.config}
     payload: Dict[str, Any] = {"command": command_line("benchmarks/train_side_by_side.py", argv),
