@@ -7,6 +7,10 @@ The pipeline, one sub-package per stage::
 """
 __version__ = "0.1.0"
 
+from .openmp import prefer_passive_wait
+
+prefer_passive_wait()  # before torch is loaded: see pillargraph.openmp
+
 from . import baselines  # noqa: E402  (sub-packages may read __version__)
 from .bundle import SimilarityBundle
 from .compare import ComparisonReport, compare

@@ -23,6 +23,7 @@ from torch import Tensor
 from .bundle import ArrayLike, SimilarityBundle
 
 __all__ = ["evaluate", "evaluate_folds", "evaluate_lists", "check_list_cutoffs", "i2t_ranks", "t2i_ranks", "recall_at_k",
+           "rank_summary", "join_summaries",
            "METRIC_KEYS", "Positives", "evaluate_positives", "positive_ranks", "MULTI_POSITIVE_KEYS"]
 
 #: Keys of :func:`evaluate`'s result for the default ``ks=(1, 5, 10)``.
@@ -132,11 +133,28 @@ def recall_at_k(ranks: ArrayLike, k: int) -> float:
     return 100.0 * float((r <= k).double().mean())
 
 
-def _summary(prefix: str, ranks: Tensor, ks: Sequence[int]) -> Dict[str, float]:
+def rank_summary(prefix: str, ranks: Tensor, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """One direction's metrics from its 1-based ranks: ``{prefix}_r{k}`` for each ``k``,
+    ``{prefix}_medr`` and ``{prefix}_meanr``."""
     out = {f"{prefix}_r{k}": recall_at_k(ranks, k) for k in ks}
     r = ranks.double().cpu().numpy()
     out[f"{prefix}_medr"] = float(np.floor(np.median(r)))
     out[f"{prefix}_meanr"] = float(r.mean())
+    return out
+
+
+def join_summaries(i2t: Dict[str, float], t2i: Dict[str, float], ks: Sequence[int] = (1, 5, 10)
+                   ) -> Dict[str, float]:
+    """:func:`evaluate`'s result from the two directions' :func:`rank_summary` (``rsum`` summed in
+    :func:`evaluate`'s order, so equal ranks give bit-equal results)."""
+    out: Dict[str, float] = {}
+    out.update({f"i2t_r{k}": i2t[f"i2t_r{k}"] for k in ks})
+    out.update({f"t2i_r{k}": t2i[f"t2i_r{k}"] for k in ks})
+    out["rsum"] = sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in ks)
+    for key in ("i2t_medr", "i2t_meanr"):
+        out[key] = i2t[key]
+    for key in ("t2i_medr", "t2i_meanr"):
+        out[key] = t2i[key]
     return out
 
 
@@ -163,17 +181,9 @@ def evaluate(sim_i2t: Union[ArrayLike, SimilarityBundle], txt2img: ArrayLike = N
     if not ks or min(ks) < 1:
         raise ValueError(f"ks: expected positive cut-offs, got {ks}")
     s, t = _inputs(sim_i2t, txt2img)
-    i2t = _summary("i2t", _i2t_ranks(s, t), ks)
-    t2i = _summary("t2i", _t2i_ranks(_t2i_as_columns(sim_t2i, s), t), ks)
-    out: Dict[str, float] = {}
-    out.update({f"i2t_r{k}": i2t[f"i2t_r{k}"] for k in ks})
-    out.update({f"t2i_r{k}": t2i[f"t2i_r{k}"] for k in ks})
-    out["rsum"] = sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in ks)
-    for key in ("i2t_medr", "i2t_meanr"):
-        out[key] = i2t[key]
-    for key in ("t2i_medr", "t2i_meanr"):
-        out[key] = t2i[key]
-    return out
+    i2t = rank_summary("i2t", _i2t_ranks(s, t), ks)
+    t2i = rank_summary("t2i", _t2i_ranks(_t2i_as_columns(sim_t2i, s), t), ks)
+    return join_summaries(i2t, t2i, ks)
 
 
 def _unpack(sim_i2t, txt2img, sim_t2i) -> tuple:

@@ -51,14 +51,15 @@ from .data.neighbors import NeighborLists
 from .graphs.batch import GraphBatch
 from .graphs.builder import PillarGraphBuilder
 from .graphs.dataset import QueryGraphDataset
-from .metrics import evaluate, evaluate_lists
+from .metrics import evaluate, evaluate_lists, join_summaries, rank_summary
 from .modality import DIRECTIONS
+from .written_ranks import WrittenRanks, pair_slots
 
 __all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scores", "combine",
            "select_fusion_weights",
            "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored",
            "direction_scores", "resolve_fusion", "fusion_for_output", "model_builder", "DEFAULT_FUSION_OUTPUTS",
-           "check_outputs", "rerank_queries"]
+           "check_outputs", "rerank_queries", "DenseFusion"]
 
 #: What :func:`rerank` can return (see the module docstring).
 OUTPUTS = ("fused", "directions", "i2t", "t2i")
@@ -205,22 +206,90 @@ def _finish(b_i2t: Tensor, b_t2i: Tensor, scored: Scored, a: Tensor, b: Tensor, 
     return _project(b_i2t, scored["i2t"][0].graphs, f), _project(b_t2i, scored["t2i"][0].graphs, f.T)
 
 
+class DenseFusion:
+    """:func:`evaluate` of :func:`combine`'s result for many weights and output modes, without
+    writing any matrix back.
+
+    ``DenseFusion(dev, scored).metrics(w_i2t, w_t2i, output)`` equals
+    ``evaluate(combine(dev, scored, w_i2t, w_t2i, output))`` exactly: the
+    written-back candidate scores are computed as :func:`write_back` computes
+    them, and the ranks come from :class:`~pillargraph.written_ranks.WrittenRanks`
+    (the base rows sorted once). Each direction's write-back and metrics are
+    computed once per weight and shared by every pair and mode that uses them
+    (in ``'directions'`` mode the i2t and t2i metrics are independent).
+
+    Args:
+        dev: the split the graphs were built from.
+        scored: :func:`rerank_scores`' result.
+    """
+
+    def __init__(self, dev: SimilarityBundle, scored: Scored) -> None:
+        base = dev.to("cpu")
+        t = base.txt2img
+        self.base = {"i2t": base.sim_i2t, "t2i": base.t2i_scores.contiguous()}
+        self.graphs = {d: scored[d][0].graphs for d in DIRECTIONS}
+        self.learned = {d: scored[d][1] for d in DIRECTIONS}
+        self.rows = {d: g.query_index.cpu() for d, g in self.graphs.items()}
+        self.cols = {d: g.node_index[:, g.candidate_mask].cpu() for d, g in self.graphs.items()}
+        self.written_base = {d: self.base[d][self.rows[d][:, None], self.cols[d]] for d in DIRECTIONS}
+        captions = torch.arange(t.numel())
+        positives = {"i2t": (t, captions), "t2i": (captions, t)}
+        self.ranker = {d: WrittenRanks(self.base[d], self.rows[d], self.cols[d], *positives[d]) for d in DIRECTIONS}
+        # each direction's written pairs seen from the other direction: (caption, image) for i2t lists
+        self.other_slot = {d: pair_slots(self.rows[o], self.cols[o], self.base[o].shape[1], self.cols[d],
+                                         self.rows[d][:, None]) for d, o in (("i2t", "t2i"), ("t2i", "i2t"))}
+        self.other_base = {d: self.base[o][self.cols[d], self.rows[d][:, None]]
+                           for d, o in (("i2t", "t2i"), ("t2i", "i2t"))}
+        self._written: Dict[Tuple[str, float], Tensor] = {}
+        self._summaries: Dict[Tuple[Any, ...], Dict[str, float]] = {}
+
+    def written(self, direction: str, weight: float) -> Tensor:
+        """:obj:`[Q, C]` the candidate scores :func:`write_back` writes for ``direction`` at ``weight``."""
+        key = (direction, weight)
+        if key not in self._written:
+            g = self.graphs[direction]
+            learned = self.learned[direction][:, g.candidate_mask.to(self.learned[direction].device)]
+            self._written[key] = mapped_scores(self.written_base[direction], learned.cpu(), weight)
+        return self._written[key]
+
+    def _summary(self, direction: str, key: Tuple[Any, ...], written: Optional[Tensor]) -> Dict[str, float]:
+        if (direction, key) not in self._summaries:
+            ranks = self.ranker[direction].ranks(self.written_base[direction] if written is None else written)
+            self._summaries[(direction, key)] = rank_summary(direction, ranks)
+        return self._summaries[(direction, key)]
+
+    def _fused(self, a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
+        """:func:`combine`'s ``'fused'`` candidate scores from both directions' written ones."""
+        out = []
+        for d, mine, other in (("i2t", a, b), ("t2i", b, a)):
+            slot = self.other_slot[d]
+            seen = torch.where(slot >= 0, other.reshape(-1)[slot.clamp(min=0)].to(self.other_base[d].dtype),
+                               self.other_base[d])
+            f = 0.5 * (mine + seen) if d == "i2t" else 0.5 * (seen + mine)
+            out.append(mapped_scores(self.written_base[d], f, 1.0))
+        return out[0], out[1]
+
+    def metrics(self, w_i2t: float, w_t2i: float, output: str = "fused") -> Dict[str, float]:
+        """``evaluate(combine(dev, scored, w_i2t, w_t2i, output))``."""
+        if output not in OUTPUTS:
+            raise ValueError(f"output: unknown output {output!r}; expected one of {list(OUTPUTS)}")
+        if output == "fused":
+            a, b = self._fused(self.written("i2t", w_i2t), self.written("t2i", w_t2i))
+            key = ("fused", w_i2t, w_t2i)
+            return join_summaries(self._summary("i2t", key, a), self._summary("t2i", key, b))
+        i2t = self._summary("i2t", ("base",), None) if output == "t2i" else \
+            self._summary("i2t", ("written", w_i2t), self.written("i2t", w_i2t))
+        t2i = self._summary("t2i", ("base",), None) if output == "i2t" else \
+            self._summary("t2i", ("written", w_t2i), self.written("t2i", w_t2i))
+        return join_summaries(i2t, t2i)
+
+
 def _dense_fusion_tables(dev: SimilarityBundle, scored: Scored, grid: Sequence[float],
                          outputs: Sequence[str]) -> Dict[str, Dict[Tuple[float, float], float]]:
-    """dev rSum of every weight pair in every output mode; each direction's write-back is computed once
-    per weight and shared by the modes."""
-    base = dev.to("cpu")
-    b_i2t, b_t2i = base.sim_i2t, base.t2i_scores.contiguous()
-    rows = any(o != "t2i" for o in outputs)  # some mode re-ranks the i2t rows
-    cols = any(o != "i2t" for o in outputs)  # some mode re-ranks the t2i columns
-    a = {w: write_back(b_i2t, scored["i2t"][0].graphs, scored["i2t"][1], w) for w in grid} if rows else {}
-    b = {w: write_back(b_t2i, scored["t2i"][0].graphs, scored["t2i"][1], w) for w in grid} if cols else {}
-    tables: Dict[str, Dict[Tuple[float, float], float]] = {o: {} for o in outputs}
-    for o in outputs:
-        for wi, wt in itertools.product(grid, grid):
-            x, y = _finish(b_i2t, b_t2i, scored, b_i2t if o == "t2i" else a[wi], b_t2i if o == "i2t" else b[wt], o)
-            tables[o][(wi, wt)] = evaluate(x, base.txt2img, sim_t2i=y)["rsum"]
-    return tables
+    """dev rSum of every weight pair in every output mode (:class:`DenseFusion`)."""
+    search = DenseFusion(dev, scored)
+    return {o: {(wi, wt): search.metrics(wi, wt, o)["rsum"] for wi, wt in itertools.product(grid, grid)}
+            for o in outputs}
 
 
 # ------------------------------------------------------------------ neighbour lists

@@ -24,6 +24,7 @@ from ..losses import PillarLoss
 from ..nn import PillarReranker
 from ..rerank import FusionChoice, combine_any, evaluate_any, rerank_scores, select_fusion_weights
 from .config import TrainConfig
+from .prefetch import prefetched
 
 __all__ = ["Trainer", "TrainResult", "TrainingBatch", "load_checkpoint", "model_from_checkpoint",
            "model_from_state", "check_finite_loss", "setting_flag", "CHECKPOINT_FORMAT"]
@@ -462,9 +463,11 @@ class Trainer:
             from tqdm.auto import tqdm
             bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False)
         lr = self.lr_at(run.step, total_steps)
-        for a in range(0, n_items, c.batch_size):
+        batches = prefetched(lambda a: self.make_batch(data, order[a:a + c.batch_size], gen).to(self.device),
+                             range(0, n_items, c.batch_size))
+        for batch in batches:
             lr = self.lr_at(run.step, total_steps)
-            loss, parts = self.train_step(self.make_batch(data, order[a:a + c.batch_size], gen).to(self.device), lr)
+            loss, parts = self.train_step(batch, lr)
             run.step += 1
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
