@@ -85,7 +85,9 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
         "coco_scale_smoke_2000": "COCO-scale smoke run at 2,000 train images",
         "coco_scale_smoke_10000": "COCO-scale smoke run at 10,000 train images",
         "graph_build": "graph building for all queries against per-query loops, CPU",
-        "train_speed_cpu": "one `pillargraph train` epoch on CPU before and after the speed work, side by side",
+        "train_speed_cpu": "`pillargraph train` on CPU before (977df0a) and after the speed work, side by side, "
+                           "best of 2 (benchmarks/train_side_by_side.py)",
+        "train_step_cpu": "one paper-size training step and the re-ranking throughput on CPU (benchmarks/train_speed.py)",
         "train_profile_cpu": "where the time of one `pillargraph train` epoch goes on CPU, stage by stage",
         "train_speed_h200": "paper-size training step and inference on an NVIDIA H200",
         "model_speed_h100": "paper-size model step on an NVIDIA H100",
