@@ -5,9 +5,7 @@ The pipeline, one sub-package per stage::
     data -> pillars -> graphs -> nn -> train -> rerank -> metrics
                                      baselines (training-free re-rankers) beside them
 """
-__version__ = "0.1.0"
-
-from . import baselines  # noqa: E402  (sub-packages may read __version__)
+from . import baselines
 from .bundle import SimilarityBundle
 from .compare import ComparisonReport, compare
 from .data import NeighborLists
@@ -18,6 +16,7 @@ from .metrics import evaluate, evaluate_folds
 from .nn import NeighborAttentionConv, PillarReranker
 from .rerank import FusionChoice, rerank, select_fusion_weights
 from .train import TrainConfig, Trainer, model_from_checkpoint
+from .version import __version__
 
 __all__ = [
     "SimilarityBundle",
