@@ -4,6 +4,10 @@ The pipeline, one sub-package per stage::
 
     data -> pillars -> graphs -> nn -> train -> rerank -> metrics
                                      baselines (training-free re-rankers) beside them
+
+That is the order the data flows in; the order the modules import each other in (metrics low,
+rerank below train, baselines beside pillars) is in the docs' "Layers" section and
+``tests/test_layering.py``.
 """
 from . import baselines
 from .bundle import SimilarityBundle
