@@ -4,14 +4,16 @@ The pipeline, one sub-package per stage::
 
     data -> pillars -> graphs -> nn -> train -> rerank -> metrics
                                      baselines (training-free re-rankers) beside them
-"""
-__version__ = "0.1.0"
 
+That is the order the data flows in; the order the modules import each other in (metrics low,
+rerank below train, baselines beside pillars) is in the docs' "Layers" section and
+``tests/test_layering.py``.
+"""
 from .openmp import prefer_passive_wait
 
 prefer_passive_wait()  # before torch is loaded: see pillargraph.openmp
 
-from . import baselines  # noqa: E402  (sub-packages may read __version__)
+from . import baselines  # noqa: E402
 from .bundle import SimilarityBundle
 from .compare import ComparisonReport, compare
 from .data import NeighborLists
@@ -22,6 +24,7 @@ from .metrics import evaluate, evaluate_folds
 from .nn import NeighborAttentionConv, PillarReranker
 from .rerank import FusionChoice, rerank, select_fusion_weights
 from .train import TrainConfig, Trainer, model_from_checkpoint
+from .version import __version__
 
 __all__ = [
     "SimilarityBundle",

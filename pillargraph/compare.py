@@ -251,7 +251,7 @@ def _extra_row(label: str, scores: Mapping[str, Tensor], bundle: SimilarityBundl
 def _config(bundle: SimilarityBundle, bank: Optional[QueryBank], rows: List[ComparisonRow],
             device: Union[str, torch.device, None], chunk_size: Optional[int]) -> Dict[str, Any]:
     """What the comparison ran on, for the report."""
-    from . import __version__
+    from .version import __version__
     return {
         "bundle": {"num_images": bundle.num_images, "num_texts": bundle.num_texts,
                    "fields": [f for f in ("sim_i2i", "sim_t2t", "img_emb", "txt_emb")

@@ -44,7 +44,7 @@ GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("Metrics", ("pillargraph.metrics", "pillargraph.multi_positive")),
     ("Baselines", ("pillargraph.baselines", "pillargraph.compare")),
     ("Command line", ("pillargraph.cli",)),
-    ("Shared definitions", ("pillargraph.modality",)),
+    ("Shared definitions", ("pillargraph.modality", "pillargraph.version")),
 )
 
 KINDS = ("module", "class", "function", "data")

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
     parser = _Parser(prog="pillargraph",
                      description="Learnable pillar-based re-ranking for image-text retrieval.")
-    from .. import __version__
+    from ..version import __version__
     parser.add_argument("--version", action="version", version=f"pillargraph {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

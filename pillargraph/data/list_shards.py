@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..bundle import as_tensor
 from ..io import atomic_write, read_npz
-from ..shard import check_shard_set, part_names, shard_range
+from .sharding import check_shard_set, part_names, shard_range
 from .files import npz_format
 from .neighbors import NeighborLists, check_embeddings, chunk_rows, resolve_backend, topk_neighbors
 from .source import KINDS

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..bundle import ArrayLike, SimilarityBundle
-from ..multi_positive import Positives, ScoresLike, _direction_scores, evaluate_positives
+from ..metrics import Positives, ScoresLike, evaluate_positives, score_matrices
 from .captions import CaptionSplit
 
 __all__ = ["POSITIVE_SOURCES", "COCO5K_SHAPE", "ECCV_CXC_KEYS", "coco5k_ids", "coco5k_positives",
@@ -224,7 +224,7 @@ def evaluate_coco5k(scores: ScoresLike, sources: Iterable[str] = ("eccv", "cxc")
         ModuleNotFoundError: the ``eval`` extra (``eccv-caption``) is not installed.
         ValueError: scores of another shape, or an unknown source.
     """
-    mats = _direction_scores(scores)
+    mats = score_matrices(scores)
     found = coco5k_anchor(mats["i2t"].shape, anchor)
     out: Dict[str, float] = {}
     for source in sources:
@@ -244,13 +244,13 @@ def _check_anchor(anchor: Optional[int]) -> Optional[int]:
 
 def _with_t2i(scores: ScoresLike, sim_t2i: Optional[ArrayLike]) -> Dict[str, torch.Tensor]:
     """``{'i2t': [N, M], 't2i': [N, M]}`` of ``scores``, t2i from ``sim_t2i`` [M, N] when given."""
-    mats = _direction_scores(scores)
+    mats = score_matrices(scores)
     if sim_t2i is None:
         return mats
     if isinstance(scores, (SimilarityBundle, Mapping)):
         raise ValueError("sim_t2i: give it with a plain i2t matrix only (a bundle or a per-direction "
                          "dict already carries its t2i scores)")
-    t2i = _direction_scores(sim_t2i)["i2t"]
+    t2i = score_matrices(sim_t2i)["i2t"]
     n, m = mats["i2t"].shape
     if tuple(t2i.shape) != (m, n):
         raise ValueError(f"sim_t2i: expected shape ({m}, {n}) (captions x images), got {tuple(t2i.shape)}")

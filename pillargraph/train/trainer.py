@@ -13,7 +13,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .. import __version__
 from ..bundle import SimilarityBundle
 from ..device import resolve_device
 from ..graphs.batch import GraphBatch
@@ -23,6 +22,7 @@ from ..io import atomic_torch_save, atomic_write_text, ensure_writable_dir
 from ..losses import PillarLoss
 from ..nn import PillarReranker
 from ..rerank import FusionChoice, combine_any, evaluate_any, rerank_scores, select_fusion_weights
+from ..version import __version__
 from .config import TrainConfig
 from .prefetch import prefetched
 
