@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 
 from pillargraph.io import atomic_write_text
 
-from benchmarks.caption_proxy import FLAGS, TUNED, TUNED_FUSED, learned_pairs
+from benchmarks.caption_proxy_data import FLAGS, TUNED, TUNED_FUSED, learned_pairs
 from benchmarks.common import PROXY_NOTE, command_line, mean_std
 
 #: The protocol label caption_proxy.py gives its Flickr30K-test result.
