@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shlex
 import statistics
@@ -326,15 +327,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def description(doc: str) -> str:
-    """A script's ``--help`` description from its module docstring: the summary line (what it measures) and the
-    paragraph that starts with ``Time:`` (about how long a default run takes on 2 cores), each wrapped to 100
-    columns without RST quotes, for ``argparse.RawDescriptionHelpFormatter``; ValueError without a ``Time:`` paragraph."""
-    paragraphs = [" ".join(p.split()) for p in doc.split("\n\n")]
+    """A script's ``--help`` description from its module docstring: its first paragraph (what it measures) and
+    the paragraph that starts with ``Time:`` (about how long a default run takes on 2 cores), without RST markup,
+    each wrapped to 100 columns for ``argparse.RawDescriptionHelpFormatter``; ValueError without a ``Time:``
+    paragraph."""
+    paragraphs = [" ".join(p.split()) for p in doc.strip().split("\n\n")]
     time_par = next((p for p in paragraphs if p.startswith("Time:")), None)
     if time_par is None:
         raise ValueError("benchmark docstring: no paragraph starting with 'Time:'")
-    return "\n\n".join(textwrap.fill(p.replace("``", ""), width=100)
-                       for p in (doc.strip().splitlines()[0], time_par))
+    plain = [re.sub(r":\w+:`~?([^`]+)`", r"\1", p).replace("``", "") for p in (paragraphs[0], time_par)]
+    return "\n\n".join(textwrap.fill(p, width=100) for p in plain)
 
 
 def save_figure(fig: Any, path: Union[str, os.PathLike], dpi: int = 110) -> Path:

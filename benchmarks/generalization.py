@@ -13,6 +13,8 @@ a second; the runs themselves are ``caption_proxy.py``'s (see its ``--help``).
     python benchmarks/generalization.py RUN.json [RUN.json ...] [--out benchmarks/results/generalization]
 
 Caption-proxy numbers are text-to-text retrieval results, NOT image-text results.
+
+Time: a second (it only reads the JSON files); the runs themselves are caption_proxy.py's (see its --help).
 """
 from __future__ import annotations
 

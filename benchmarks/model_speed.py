@@ -10,6 +10,9 @@ K=32 nodes, t2i lists of K=8, and both mirrored through the other network),
 computes :class:`~pillargraph.losses.PillarLoss`, back-propagates and takes an
 SGD step. The triplet loss is timed against a per-query Python loop (the
 research prototype's) in the same run, so the ratio is machine-independent.
+
+Time: about a minute at the defaults on CPU with 2 cores (estimated: 3 timed steps per variant at the small
+size; not recorded); --paper sizes take far longer on CPU (about 28 s a step in results/train_speed_cpu.txt).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
-from benchmarks.common import mirrored, random_graph_batch, time_it
+from benchmarks.common import description, mirrored, random_graph_batch, time_it
 from pillargraph.testing import triplet_loss_reference
 from pillargraph.losses import PillarLoss, triplet_loss
 from pillargraph.nn import PillarReranker
@@ -50,7 +53,8 @@ def training_step(model, loss_fn, optimizer, b_i2t, b_t2i, m_i2t, m_t2i, amp: bo
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--features", type=int, default=128, help="pillar features F = 2L")
