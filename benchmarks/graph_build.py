@@ -134,7 +134,7 @@ def large(seed: int, k: int = 100) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=description(__doc__),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", type=int, default=120, help="queries for the per-query reference")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-large", action="store_true", help="skip the 20K/100K split")

@@ -44,7 +44,7 @@ def reference_t2i_rank(sim: np.ndarray, txt2img: np.ndarray, caption: int) -> in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=description(__doc__),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--captions-per-image", type=int, default=5)
     parser.add_argument("--sample", type=float, default=0.1, help="fraction of queries the reference runs")
