@@ -14,6 +14,9 @@ run (4-8 minutes per recipe at 3,000 images on 2 cores).
         [--train-images 3000] [--epochs 1] [--seed 0] [--out benchmarks/results/cli_parity]
 
 Caption-proxy numbers are text-to-text retrieval results, NOT image-text results.
+
+Time: about twice one training run per recipe, 4-8 minutes per recipe at 3,000 images on 2 cores: about 10-15
+minutes for the default two recipes.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from pillargraph.data import caption_proxy_bundle
 from pillargraph.io import atomic_write_text
 from pillargraph.train import fit_reranker
 
-from benchmarks.common import ProxyTrain, command_line, log, variant
+from benchmarks.common import ProxyTrain, command_line, description, log, variant
 
 
 def cli(*args: str) -> str:
@@ -85,7 +88,8 @@ def markdown(payload: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--combo", default="tfidf:minilm")
     p.add_argument("--recipes", default="inductive,transductive")
     p.add_argument("--train-images", type=int, default=3000)

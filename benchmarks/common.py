@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shlex
 import statistics
 import sys
+import tempfile
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +28,8 @@ from pillargraph.train import RECIPES, Recipe, get_recipe, load_checkpoint, mode
 
 __all__ = ["portable_path", "log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "parse_list", "ProxyTrain", "f30k_split",
            "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant", "recipe_for", "model_dir",
-           "claim_model_dir", "load_finished", "mean_std", "save_figure", "PROXY_NOTE"]
+           "claim_model_dir", "load_finished", "mean_std", "save_figure", "PROXY_NOTE",
+           "atomic_write_bytes", "description"]
 
 #: The line every caption-proxy results file and figure carries.
 PROXY_NOTE = "Caption proxy (real captions, text-to-text retrieval): NOT image-text results"
@@ -302,6 +306,37 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
     vals = [float(v) for v in values]
     return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+
+def description(doc: str) -> str:
+    """A script's ``--help`` description from its module docstring: its first paragraph (what it measures) and
+    the paragraph that starts with ``Time:`` (about how long a default run takes on 2 cores), without RST markup,
+    each wrapped to 100 columns for ``argparse.RawDescriptionHelpFormatter``; ValueError without a ``Time:``
+    paragraph."""
+    paragraphs = [" ".join(p.split()) for p in doc.strip().split("\n\n")]
+    time_par = next((p for p in paragraphs if p.startswith("Time:")), None)
+    if time_par is None:
+        raise ValueError("benchmark docstring: no paragraph starting with 'Time:'")
+    plain = [re.sub(r":\w+:`~?([^`]+)`", r"\1", p).replace("``", "") for p in (paragraphs[0], time_par)]
+    return "\n\n".join(textwrap.fill(p, width=100) for p in plain)
 
 
 def save_figure(fig: Any, path: Union[str, os.PathLike], dpi: int = 110) -> Path:

@@ -13,6 +13,8 @@ a second; the runs themselves are ``caption_proxy.py``'s (see its ``--help``).
     python benchmarks/generalization.py RUN.json [RUN.json ...] [--out benchmarks/results/generalization]
 
 Caption-proxy numbers are text-to-text retrieval results, NOT image-text results.
+
+Time: a second (it only reads the JSON files); the runs themselves are caption_proxy.py's (see its --help).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ if __package__ in (None, ""):
 
 from pillargraph.io import atomic_write_text
 
-from benchmarks.caption_proxy import FLAGS, TUNED, TUNED_FUSED, learned_pairs
+from benchmarks.caption_proxy_data import FLAGS, TUNED, TUNED_FUSED, learned_pairs
 from benchmarks.common import PROXY_NOTE, command_line, mean_std
 
 #: The protocol label caption_proxy.py gives its Flickr30K-test result.

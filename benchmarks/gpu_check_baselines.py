@@ -2,13 +2,24 @@
 time and peak GPU memory (inputs included) on a 5000 x 25000 problem with a 5000 / 25000 bank.
 
     python benchmarks/gpu_check_baselines.py
+
+Time: needs a CUDA device (it does not run on the 2-core CPU machine); about a minute on one GPU (estimated;
+not recorded).
 """
+import argparse
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
 from pillargraph import SimilarityBundle
 from pillargraph.baselines import QueryBank, get_reranker
+
+from benchmarks.common import description
 
 METHODS = ["krnn", "inverted_softmax", "qb_norm", "dual_softmax", "nnn", "dbnorm"]
 
@@ -46,4 +57,6 @@ def main():
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=description(__doc__),
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

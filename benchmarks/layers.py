@@ -31,6 +31,9 @@ Caption-proxy numbers are text-to-text retrieval results, NOT image-text results
     python benchmarks/layers.py [--data f30k --combos tfidf:minilm,minilm:minilm --recipe inductive --epochs 1]
         [--layers neighbor_attention,...] [--seeds 0,1,2] [--ablations] [--train-images N] [--limit N]
         [--out benchmarks/results/layers]
+
+Time: about 9 minutes at the defaults on 2 cores (synthetic data, 8 layers x 3 seeds, 10-20 s per run); --data
+f30k: about 2-5 minutes per run at 3,000 images.
 """
 from __future__ import annotations
 

@@ -20,6 +20,9 @@ Takes about 3-6 minutes per variant, seed and epoch at 3,000 images on 2 cores.
 Results are appended to ``OUT.jsonl`` as each run finishes (one JSON object
 per run, config included) and summarised in ``OUT.md``. Caption-proxy numbers
 are text-to-text retrieval results, NOT image-text results.
+
+Time: about 3-6 minutes per variant, seed and epoch at 3,000 images on 2 cores: about 10-40 minutes for the
+default two variants, one seed, each recipe's epochs.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
 from pillargraph.train import fit_reranker
 
-from benchmarks.common import ProxyTrain, command_line, log, peak_rss_gib, variant
+from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant
 
 
 def run_one(name: str, data: ProxyTrain, seed: int, epochs: Optional[int]) -> Dict[str, Any]:
@@ -76,7 +79,8 @@ def summary(rows: List[Dict[str, Any]], command: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--combo", default="tfidf:minilm")
     p.add_argument("--variants", default="inductive,transductive")
     p.add_argument("--train-images", type=int, default=3000)

@@ -19,6 +19,8 @@ About 12 minutes with the defaults on 2 cores.
         [--train-images 3000] [--out benchmarks/results/list_priors]
 
 Caption-proxy numbers are text-to-text retrieval results, NOT image-text results.
+
+Time: about 12 minutes with the defaults on 2 cores.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import evaluate_any, rerank
 from pillargraph.train import fit_reranker
 
-from benchmarks.common import ProxyTrain, command_line, log, peak_rss_gib, variant
+from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant
 
 
 def prior_gap(builder: PillarGraphBuilder, dense, lists) -> Dict[str, Dict[str, Any]]:
@@ -116,7 +118,8 @@ def markdown(payload: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--combo", default="tfidf:minilm")
     p.add_argument("--recipe", default="transductive", help="a recipe, or a dev-search variant of benchmarks/common.py")
     p.add_argument("--k", type=int, default=100, help="list depth")

@@ -10,6 +10,9 @@ K=32 nodes, t2i lists of K=8, and both mirrored through the other network),
 computes :class:`~pillargraph.losses.PillarLoss`, back-propagates and takes an
 SGD step. The triplet loss is timed against a per-query Python loop (the
 research prototype's) in the same run, so the ratio is machine-independent.
+
+Time: about a minute at the defaults on CPU with 2 cores (estimated: 3 timed steps per variant at the small
+size; not recorded); --paper sizes take far longer on CPU (about 28 s a step in results/train_speed_cpu.txt).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
-from benchmarks.common import mirrored, random_graph_batch, time_it
+from benchmarks.common import description, mirrored, random_graph_batch, time_it
 from pillargraph.testing import triplet_loss_reference
 from pillargraph.losses import PillarLoss, triplet_loss
 from pillargraph.nn import PillarReranker
@@ -49,8 +52,10 @@ def training_step(model, loss_fn, optimizer, b_i2t, b_t2i, m_i2t, m_t2i, amp: bo
     return total
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(description=description(__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--features", type=int, default=128, help="pillar features F = 2L")
@@ -64,7 +69,39 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="also time the step with networks and loss under torch.compile")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def time_inference(b_i2t, args: argparse.Namespace, device: str) -> None:
+    """Print the no-grad forward time of the default model on the i2t lists."""
+    model = PillarReranker(args.features, hidden_channels=args.hidden, heads=args.heads,
+                           num_layers=args.layers).to(device).eval()
+    ctx = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if args.amp \
+        else contextlib.nullcontext()
+
+    def infer():
+        with torch.no_grad(), ctx:
+            return model(b_i2t)
+    seconds = time_it(infer, repeat=args.repeat, device=device)
+    pairs = args.batch * int(b_i2t.candidate_mask.sum())
+    print(f"inference   i2t lists (K=32)                   {seconds * 1e3:9.2f} ms  ({pairs / seconds:,.0f} "
+          f"query-candidate pairs/s)")
+
+
+def time_triplet(b_i2t, args: argparse.Namespace, device: str) -> None:
+    """Print the vectorised triplet loss against the per-query loop, forward + backward on [512, 32] scores."""
+    scores = torch.rand(512, 32, device=device, requires_grad=True)
+    y = b_i2t.y.repeat(-(-512 // args.batch), 1)[:512]
+    mask = b_i2t.candidate_mask
+    assert torch.allclose(triplet_loss(scores, y, mask), triplet_loss_reference(scores, y, mask), atol=1e-5)
+    fast = time_it(lambda: triplet_loss(scores, y, mask).backward(), repeat=args.repeat * 4, device=device)
+    slow = time_it(lambda: triplet_loss_reference(scores, y, mask).backward(), repeat=args.repeat, device=device)
+    print(f"triplet loss [512, 32] fwd+bwd: vectorised {fast * 1e3:.3f} ms, per-query loop {slow * 1e3:.1f} ms, "
+          f"ratio {slow / fast:.0f}x")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.paper:
         args.hidden, args.heads = 768, 24
     device = args.device
@@ -97,28 +134,9 @@ def main(argv=None) -> int:
               f"{params / 1e6:.2f}M params)")
 
     # Inference: i2t lists of the default model, no grad.
-    model = PillarReranker(args.features, hidden_channels=args.hidden, heads=args.heads,
-                           num_layers=args.layers).to(device).eval()
-    ctx = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if args.amp \
-        else contextlib.nullcontext()
-
-    def infer():
-        with torch.no_grad(), ctx:
-            return model(b_i2t)
-    seconds = time_it(infer, repeat=args.repeat, device=device)
-    pairs = args.batch * int(b_i2t.candidate_mask.sum())
-    print(f"inference   i2t lists (K=32)                   {seconds * 1e3:9.2f} ms  ({pairs / seconds:,.0f} "
-          f"query-candidate pairs/s)")
-
+    time_inference(b_i2t, args, device)
     # Triplet loss: vectorised vs the per-query loop, forward + backward on [512, 32] scores.
-    scores = torch.rand(512, 32, device=device, requires_grad=True)
-    y = b_i2t.y.repeat(-(-512 // args.batch), 1)[:512]
-    mask = b_i2t.candidate_mask
-    assert torch.allclose(triplet_loss(scores, y, mask), triplet_loss_reference(scores, y, mask), atol=1e-5)
-    fast = time_it(lambda: triplet_loss(scores, y, mask).backward(), repeat=args.repeat * 4, device=device)
-    slow = time_it(lambda: triplet_loss_reference(scores, y, mask).backward(), repeat=args.repeat, device=device)
-    print(f"triplet loss [512, 32] fwd+bwd: vectorised {fast * 1e3:.3f} ms, per-query loop {slow * 1e3:.1f} ms, "
-          f"ratio {slow / fast:.0f}x")
+    time_triplet(b_i2t, args, device)
     return 0
 
 

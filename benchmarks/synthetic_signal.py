@@ -17,6 +17,9 @@ clearly exceeds the gain at 0 (where the intra matrices are cosines of the
 cross-modal embeddings).
 
     python benchmarks/synthetic_signal.py [--images 1000] [--seed 0] [--k 5] [--w 0.5]
+
+Time: under a minute at the defaults on 2 cores (estimated: training-free re-rankers on 1,000-image synthetic
+splits; not recorded).
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ import torch
 from pillargraph import evaluate
 from pillargraph.data import SyntheticConfig, synthetic_embeddings
 
+from benchmarks.common import description
+
 
 def neighbours(sim: torch.Tensor, k: int) -> torch.Tensor:
     s = sim.clone()
@@ -41,7 +46,8 @@ def neighbours(sim: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--captions-per-image", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

@@ -21,9 +21,9 @@ least 70%). Writes ``OUT.md`` (command first), ``OUT.json`` (config and every
 number) and ``OUT.png`` (heat maps, one panel per setting, one row per recipe),
 each atomically.
 
-Time (one thread per job on the 2-core machine, shared with other jobs) at the
-defaults (5 combos, 3 recipes, seed 0, 3,000 training images, each recipe's 3
-epochs): about 80 minutes, of which about 60 train the 15 models (none when
+Time: at the defaults (one thread per job on the 2-core machine, shared with other
+jobs; 5 combos, 3 recipes, seed 0, 3,000 training images, each recipe's 3
+epochs) about 80 minutes, of which about 60 train the 15 models (none when
 ``--models`` holds them) and 20 re-rank the 75 cells (about 15 s a cell; a
 transductive one about 25 s, its priors recomputed on the target's splits).
 With the models of the generalization runs (``--models``) and 3 seeds: about 50

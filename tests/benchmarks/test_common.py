@@ -1,7 +1,7 @@
 """benchmarks/common.py: combo strings name every caption-proxy encoder, BM25 as the cross-modal score only."""
 import pytest
 
-from benchmarks.caption_proxy import parse_combos
+from benchmarks.caption_proxy_data import parse_combos
 from benchmarks.common import ENCODERS, parse_combo
 
 
