@@ -10,7 +10,9 @@ A results "file" is a stem: ``caption_proxy_f30k.md``, ``.json`` and ``.png`` ar
 command comes from the file itself (a ``Command: `...` `` line in Markdown, a ``"command"`` field in
 JSON, or a leading ``# `` line in text), the date and commit from ``git log``; a file not yet
 committed says so. What each file measures is written below, by hand, once: a new results file
-without a line in :data:`DESCRIPTIONS` fails ``--check`` and the test suite. Takes about a second.
+without a line in :data:`DESCRIPTIONS` fails ``--check`` and the test suite.
+
+Time: about a second.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import description  # noqa: E402
 from pillargraph.io import atomic_write_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +167,8 @@ def undescribed(folder: Path = RESULTS) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description(__doc__),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="only check that every results file is described")
     args = p.parse_args(argv)
     missing = undescribed()
