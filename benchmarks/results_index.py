@@ -38,9 +38,11 @@ PROXY = "caption proxy: text-to-text, not image-text"
 #: What each results stem measures, grouped as the index shows them.
 DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     "Recipes (what `pillargraph train --recipe` gives)": {
-        "recipes_full_tfidf_minilm": f"the recipes trained on all 29,000 Flickr30K-train images from neighbour lists, "
-                                     f"Flickr30K test against every training-free method ({PROXY})",
-        "recipes_3k": f"the three recipes on a 3,000-image training slice, 3 seeds, Flickr30K test, both original "
+        "recipes_29k_tfidf_minilm": f"the inductive recipe trained on all 29,000 Flickr30K-train images from neighbour "
+                                    f"lists, 1 seed, Flickr30K test against every training-free method ({PROXY})",
+        "recipes_10k_tfidf_minilm": f"the inductive and transductive recipes trained on 10,000 Flickr30K-train images "
+                                    f"from neighbour lists, 1 seed, Flickr30K test ({PROXY})",
+        "recipes_3k": f"the headline: the three recipes on a 3,000-image training slice, 3 seeds, Flickr30K test, both original "
                       f"combos, every training-free method at defaults, dev-tuned and dev-tuned + fusion ({PROXY})",
         "recipe_search": f"the dev search that chose the recipes' contents, Flickr30K dev ({PROXY})",
         "recipe_epochs": f"epochs and training-set size for the inductive recipe, Flickr30K dev ({PROXY})",
