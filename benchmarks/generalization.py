@@ -139,7 +139,8 @@ def markdown(payload: Dict[str, Any]) -> str:
         cells = []
         for n in recipes:
             c = r["recipes"].get(n)
-            cells.append("-" if c is None else f"{c['fused_rsum']:.1f} ({c['fused_gain']:+.1f}) ± {c['fused_std']:.1f}")
+            spread = f"± {c['fused_std']:.1f}" if c is not None and len(c["rsum_per_seed"]) > 1 else "(1 seed)"
+            cells.append("-" if c is None else f"{c['fused_rsum']:.1f} ({c['fused_gain']:+.1f}) {spread}")
         lines.append(f"| {r['combo']} | {r['base_rsum']:.1f} | " + " | ".join(cells) + f" | "
                      f"{_tf_cell(r['best_tf'], r['base_rsum'])} | {_tf_cell(r['best_inductive_tf'], r['base_rsum'])} |")
     return "\n".join(lines + ["", "Headline:", ""] + headline(rows, recipes)) + "\n"
