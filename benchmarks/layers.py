@@ -219,7 +219,8 @@ def best_lines(best: Dict[str, Any]) -> List[str]:
 def _pm(row: Dict[str, Any], key: str, signed: bool = False) -> str:
     if f"{key}_mean" not in row:
         return "-"
-    return f"{row[f'{key}_mean']:{'+' if signed else ''}.2f} ± {row[f'{key}_std']:.2f}"
+    mean = f"{row[f'{key}_mean']:{'+' if signed else ''}.2f}"
+    return mean if row.get("seeds", 2) < 2 else f"{mean} ± {row[f'{key}_std']:.2f}"  # no spread from one seed
 
 
 def markdown(table: Sequence[Dict[str, Any]], best: Dict[str, Any], command: str, note: str) -> str:
