@@ -40,6 +40,10 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     "Recipes (what `pillargraph train --recipe` gives)": {
         "recipes_29k_tfidf_minilm": f"the inductive recipe trained on all 29,000 Flickr30K-train images from neighbour "
                                     f"lists, 1 seed, Flickr30K test against every training-free method ({PROXY})",
+        "recipes_29k_minilm_minilm": f"the inductive recipe on all 29,000 Flickr30K-train images' lists, minilm:minilm, "
+                                     f"1 seed, Flickr30K test ({PROXY})",
+        "recipes_29k_tfidf_transductive": f"the transductive recipe on all 29,000 Flickr30K-train images' lists, "
+                                          f"tfidf:minilm, 1 seed, Flickr30K test ({PROXY})",
         "recipes_10k_tfidf_minilm": f"the inductive and transductive recipes trained on 10,000 Flickr30K-train images "
                                     f"from neighbour lists, 1 seed, Flickr30K test ({PROXY})",
         "recipes_3k": f"the headline: the three recipes on a 3,000-image training slice, 3 seeds, Flickr30K test, both original "
