@@ -73,7 +73,7 @@ from benchmarks.caption_proxy_data import (PAPER_PROTOCOLS, PROTOCOLS, Bundles, 
                                            parse_combos, parse_names)
 from benchmarks.caption_proxy_report import merge_runs, to_markdown, write_outputs
 from benchmarks.caption_proxy_runs import run_paper_protocol, run_protocol
-from benchmarks.common import ENCODERS, VARIANTS, command_line, description, log, peak_rss_gib, portable_path, variant
+from benchmarks.common import ENCODERS, VARIANTS, command_line, description, log, peak_rss_gib, portable_file, variant
 
 
 # ------------------------------------------------------------------ main
@@ -202,7 +202,8 @@ def run_config(args, combos: List[Tuple[str, str]], protocols: List[str], cuts: 
             "anchor": 0, "tfidf_fit": ["f30k_dev", "coco_dev"],
             "recipes": {name: r.record() for name, r in learned_recipes(args).items()},
             "seeds": args.seeds, "train_form": args.train_form, "lists_k": args.lists_k,
-            "methods_5k": args.methods_5k, "skip_5k": args.skip_5k, "save_models": args.save_models and portable_path(args.save_models),
+            "methods_5k": args.methods_5k, "skip_5k": args.skip_5k,
+            "save_models": args.save_models and portable_file(args.save_models),
             "versions": {"torch": torch.__version__, "python": platform.python_version()}}
 
 

@@ -26,7 +26,7 @@ from pillargraph.io import atomic_write, atomic_write_text
 from pillargraph.nn import PillarReranker
 from pillargraph.train import RECIPES, Recipe, get_recipe, load_checkpoint, model_from_state
 
-__all__ = ["portable_path", "log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "parse_list", "ProxyTrain", "f30k_split",
+__all__ = ["portable_path", "portable_file", "log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "parse_list", "ProxyTrain", "f30k_split",
            "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant", "recipe_for", "model_dir",
            "claim_model_dir", "load_finished", "mean_std", "save_figure", "PROXY_NOTE",
            "atomic_write_bytes", "description"]
@@ -60,19 +60,22 @@ REPO = Path(__file__).resolve().parents[1]
 SCRATCH = "SCRATCH"
 
 
-def portable_path(arg: str) -> str:
-    """An argument as a results file records it: a path under the repository relative to its root, any
-    other absolute path as ``SCRATCH/<its last two parts>`` (no machine's folders in a results file); other
-    arguments unchanged. ``--out=/abs/x`` forms are handled too."""
-    flag, eq, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
-    if not value.startswith("/"):
-        return arg
-    path = Path(value)
+def portable_file(path: Union[str, Path]) -> str:
+    """A file or folder as a results file records it: relative to the repository root when it lies under it,
+    else ``SCRATCH/<its last two parts>`` (no machine's folders in a results file); a relative path is taken
+    from the working directory."""
+    path = Path(path) if Path(path).is_absolute() else Path.cwd() / path
     try:
-        rel = str(path.resolve().relative_to(REPO))
+        return str(path.resolve().relative_to(REPO))
     except ValueError:
-        rel = "/".join([SCRATCH, *path.parts[-2:]])
-    return f"{flag}{eq}{rel}"
+        return "/".join([SCRATCH, *path.parts[-2:]])
+
+
+def portable_path(arg: str) -> str:
+    """A command-line argument as a results file records it: every absolute path in it, whole or after an
+    ``=`` or a comma (``--out=/abs/x``, ``NAME=/abs/a,/abs/b``), written by :func:`portable_file`; the rest of
+    the argument unchanged."""
+    return "".join(portable_file(piece) if piece.startswith("/") else piece for piece in re.split(r"([=,])", arg))
 
 
 def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 from pillargraph.io import atomic_write_text
 
 from benchmarks.caption_proxy_data import FLAGS, TUNED, TUNED_FUSED, learned_pairs
-from benchmarks.common import PROXY_NOTE, command_line, mean_std, portable_path
+from benchmarks.common import PROXY_NOTE, command_line, mean_std, portable_file
 
 #: The protocol label caption_proxy.py gives its Flickr30K-test result.
 F30K = "f30k (f30k)"
@@ -153,7 +153,7 @@ def build(paths: Sequence[Path], command: str) -> Dict[str, Any]:
     recipes = list(dict.fromkeys(n for r in rows for n in r["recipes"]))
     limits = sorted({pl["config"]["limit"] for pl in payloads if pl["config"].get("limit")})
     return {"command": command, "note": PROXY_NOTE, "recipes": recipes, "rows": rows, "limits": limits,
-            "sources": [{"path": portable_path(str(Path(p).resolve())), "command": pl["command"]} for p, pl in zip(paths, payloads)]}
+            "sources": [{"path": portable_file(p), "command": pl["command"]} for p, pl in zip(paths, payloads)]}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

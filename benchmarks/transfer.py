@@ -64,7 +64,7 @@ from pillargraph.rerank import combine_any, fusion_for_output, model_builder, re
 from pillargraph.train import TrainConfig, fit_reranker
 
 from benchmarks.common import (PROXY_NOTE, ProxyTrain, claim_model_dir, command_line, f30k_split, load_finished, log,
-                               mean_std, parse_combo, parse_list, peak_rss_gib, portable_path, recipe_for,
+                               mean_std, parse_combo, parse_list, peak_rss_gib, portable_file, recipe_for,
                                save_figure)
 
 DEFAULT_COMBOS = "tfidf:minilm,minilm:minilm,bm25:minilm,lsa:minilm,tfidf:tfidf"
@@ -130,7 +130,7 @@ def source_models(combo: str, dev: SimilarityBundle, args) -> Dict[Tuple[str, in
                 model, state = loaded
                 out[(name, seed)] = Source(model, model_builder(model), dict(state["fusion"]),
                                            TrainConfig.from_dict(state["train_config"]).fusion_outputs,
-                                           {"loaded": portable_path(str(Path(path).resolve())),
+                                           {"loaded": portable_file(path),
                                             "best_dev_rsum": state["best"]["rsum"]})
             else:
                 t0 = time.perf_counter()
@@ -373,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(str(err))
     command = command_line("benchmarks/transfer.py", argv)
     config = {k: v for k, v in vars(args).items()}
-    config["models"] = args.models and portable_path(str(Path(args.models).resolve()))
+    config["models"] = args.models and portable_file(args.models)
     config["recipe_records"] = {n: recipe_for(n, args.epochs).record() for n in args.recipes}
     config["torch_threads"] = torch.get_num_threads()
     payload: Dict[str, Any] = {"command": command, "note": PROXY_NOTE, "config": config, "models": {},

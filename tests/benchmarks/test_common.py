@@ -64,3 +64,14 @@ def test_caption_proxy_saves_models_only_where_it_trains_on_flickr30k_train():
                                       "--recipes", "inductive,transductive"])
     check_args(args)
     assert args.save_models == "runs/m" and args.recipes == ["inductive", "transductive"]
+
+
+def test_recorded_arguments_carry_no_machine_paths():
+    from benchmarks.common import REPO, portable_file, portable_path
+
+    inside = str(REPO / "benchmarks" / "results" / "x")
+    assert portable_path(inside) == "benchmarks/results/x"
+    assert portable_path("--out=/scratch/runs/a/b") == "--out=SCRATCH/a/b"
+    assert portable_path("syn=/scratch/s5k/train.npz,/scratch/s5k/dev.npz") == "syn=SCRATCH/s5k/train.npz,SCRATCH/s5k/dev.npz"
+    assert portable_path("a=b,c") == "a=b,c" and portable_path("runs/x") == "runs/x"
+    assert portable_file("/scratch/runs/models") == "SCRATCH/runs/models"
