@@ -22,18 +22,23 @@ which leaves exactly the single-process gradient: with dropout 0, one step on
 plus its rank before every step, so the processes draw different masks (the same
 masks would correlate the shares) and a resumed run repeats an uninterrupted one.
 
-**Writing.** Only rank 0 writes (``Trainer.writes_files`` is False elsewhere):
-the other processes read the run folder to resume but never write it. Every
+**Writing.** Only rank 0 writes (``Trainer.writes_files`` is False elsewhere)
+and only rank 0 reads the run folder: on resume it sends the checkpoint to the
+other processes, so they neither need the folder nor can read it half-written
+(a process that read ``last.pt`` before rank 0 had saved it would start from
+another epoch and break the collectives). Every
 process evaluates the dev split with identical weights, and :meth:`DistributedTrainer.fit`
 broadcasts rank 0's selected epoch, fusion weights and weights at the end, so
 all ranks agree. ``--resume`` continues an interrupted multi-process run.
 """
 from __future__ import annotations
 
+import gc
+import io
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -121,9 +126,13 @@ def shutdown(context: DistributedContext) -> None:
     that tears the group down while another still talks to it can abort either of
     them (``terminate called without an active exception``). Called while an
     exception propagates (from a ``finally`` block), it leaves at once, since the
-    other processes may never arrive.
+    other processes may never arrive. Trainers the caller no longer holds are
+    collected first: a :class:`~torch.nn.parallel.DistributedDataParallel`
+    wrapper freed only at interpreter exit, after the group is gone, aborts the
+    process about one time in ten.
     """
     if context.distributed and dist.is_initialized():
+        gc.collect()
         if sys.exc_info()[0] is None:
             dist.barrier()
         dist.destroy_process_group()
@@ -214,6 +223,33 @@ class DistributedTrainer(Trainer):
         return self.loss_fn(s[0], s[1], s[2], s[3], y_i2t=batch.i2t.y, y_t2i=batch.t2i.y,
                             mask_i2t=batch.i2t.candidate_mask, mask_t2i=batch.t2i.candidate_mask,
                             base_i2t=batch.i2t.base_score, base_t2i=batch.t2i.base_score)
+
+    def _open_run(self, resume: bool) -> Optional[Dict[str, Any]]:
+        """Rank 0 opens the run folder and sends what it resumed from (or its error) to every process."""
+        if not self.context.distributed:
+            return super()._open_run(resume)
+        box: list = [None, None]  # the resumed checkpoint's bytes, rank 0's error
+        state = None
+        if self.context.is_main:
+            try:
+                state = super()._open_run(resume)
+            except Exception as err:
+                box[1] = f"{type(err).__name__}: {err}"
+                dist.broadcast_object_list(box, src=0)
+                raise
+            if state is not None:
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                box[0] = buffer.getvalue()
+        dist.broadcast_object_list(box, src=0)
+        if self.context.is_main or box[0] is None:
+            if box[1] is not None:
+                raise RuntimeError(f"rank 0 could not open the run in {self.out_dir}: {box[1]}")
+            return state
+        state = torch.load(io.BytesIO(box[0]), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        return state
 
     def fit(self, train: Any, dev: Any, resume: bool = True, **kwargs: Any) -> TrainResult:
         """:meth:`Trainer.fit` on every process; rank 0's selection and weights are then broadcast.
