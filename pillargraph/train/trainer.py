@@ -411,12 +411,13 @@ class Trainer:
         """
         c = self.config
         run = self._restore(self._open_run(resume))
-        data = self.prepare(train)
+        data = None  # the training graphs, built when an epoch runs (a finished run only re-selects its fusion)
         dev_graphs = {d: self.builder.build(dev, d) for d in ("i2t", "t2i")}
         total_steps = math.ceil(train.num_texts / c.batch_size) * c.epochs
         for epoch in range(run.start_epoch, c.epochs):
             if run.stopped(c.patience):
                 break
+            data = self.prepare(train) if data is None else data
             record = self.train_epoch(data, epoch, run, total_steps)
             if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
                 record["dev"] = self.evaluate_dev(dev, dev_graphs)

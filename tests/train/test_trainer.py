@@ -157,3 +157,15 @@ def test_fusion_outputs_drive_dev_selection_and_epoch_metric(tiny_splits):
     assert TrainConfig.from_dict({"fusion_outputs": ["directions", "fused"]}).fusion_outputs == ("directions", "fused")
     with pytest.raises(ValueError, match="fusion_outputs: unknown output mode"):
         TrainConfig(fusion_outputs=("fused", "rows"))
+
+
+def test_a_finished_run_reselects_its_fusion_without_building_training_graphs(tiny_splits, tmp_path, monkeypatch):
+    # reusing a finished run (as benchmarks with --save-models do) costs the dev split only: on 29,000 training
+    # images' lists the training graphs took longer than the fusion selection
+    train, dev, _ = tiny_splits
+    builder = tiny_builder()
+    first = Trainer(tiny_model(builder), builder, tiny_config(epochs=1), out_dir=tmp_path).fit(train, dev)
+    again = Trainer(tiny_model(builder), builder, tiny_config(epochs=1), out_dir=tmp_path)
+    monkeypatch.setattr(again, "prepare", lambda split: pytest.fail("built the training graphs of a finished run"))
+    result = again.fit(train, dev)
+    assert result.fusion == first.fusion and result.best_dev_rsum == first.best_dev_rsum
