@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from ..data.neighbors import NeighborLists
-from .base import Reranker, RetrievalView, chunk_ranges
+from .base import Reranker, RetrievalView, chunk_ranges, weight_matrix
 
 __all__ = ["AlphaQE", "alpha_qe", "AlphaQEPairs"]
 
@@ -61,10 +61,10 @@ class AlphaQE(Reranker):
         if n == 0:
             return out
         sgg = sgg.to(s.dtype)
-        for a, b in chunk_ranges(q, view.chunk(n * g)):
+        for a, b in chunk_ranges(q, view.chunk(g)):
             val, idx = s[a:b].topk(n, dim=1)
-            w = val.clamp_min(0).pow(self.alpha)                      # [C, n]
-            out[a:b] += torch.bmm(w.unsqueeze(1), sgg[idx]).squeeze(1)  # [C, G]
+            w = val.clamp_min(0).pow(self.alpha)  # [C, n]
+            out[a:b] += torch.sparse.mm(weight_matrix(idx, w, g), sgg)  # sum_i w_i s(g_i, g): [C, G]
         return out
 
 

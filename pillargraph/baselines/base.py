@@ -29,7 +29,7 @@ from ..device import resolve_device
 from .bank import QueryBank
 
 __all__ = ["Reranker", "RetrievalView", "DIRECTIONS", "resolve_chunk_size", "chunk_ranges",
-           "chunked_topk", "topk_without_boundary_ties", "tie_positions", "normalize_name",
+           "weight_matrix", "chunked_topk", "topk_without_boundary_ties", "tie_positions", "normalize_name",
            "fill_unreached", "REGISTRY"]
 
 #: The two retrieval directions, in the order results are reported.
@@ -132,6 +132,19 @@ def chunk_ranges(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` pairs covering ``range(total)`` in steps of ``size``."""
     for a in range(0, total, size):
         yield a, min(a + size, total)
+
+
+def weight_matrix(index: Tensor, weight: Tensor, num_columns: int) -> Tensor:
+    """The sparse :obj:`[R, num_columns]` matrix whose row ``r`` holds ``weight[r, j]`` at column ``index[r, j]``.
+
+    Multiplying by it sums weighted rows or columns of a dense matrix
+    (``torch.sparse.mm``) without gathering the :obj:`[R, j, C]` block a dense
+    gather would build. Indices of one row must differ.
+    """
+    r, j = index.shape
+    rows = torch.arange(r, device=index.device).repeat_interleave(j)
+    return torch.sparse_coo_tensor(torch.stack([rows, index.reshape(-1)]), weight.reshape(-1),
+                                   (r, num_columns), check_invariants=False).coalesce()  # topk indices
 
 
 def chunked_topk(scores: Tensor, k: int, chunk_size: Optional[int] = None,

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..bundle import SimilarityBundle
 from ..data.neighbors import NeighborLists
-from .base import Reranker, RetrievalView, chunk_ranges, chunked_topk
+from .base import Reranker, RetrievalView, chunk_ranges, chunked_topk, weight_matrix
 
 __all__ = ["DBA", "dba", "DBAPairs"]
 
@@ -89,10 +89,9 @@ class DBA(Reranker):
         if self.k == 0 or g < 2:
             return out
         idx, w = self.neighbour_weights(view.gallery_intra, view.chunk_size)
-        w = w.to(s.dtype)
-        k = idx.shape[1]
-        for a, b in chunk_ranges(q, view.chunk(g * k)):
-            out[a:b] += (s[a:b][:, idx] * w).sum(dim=2)  # [C, G, k] -> [C, G]
+        spread = weight_matrix(idx, w.to(s.dtype), g)  # [G, G]: row g holds w_r(g) at column g_r
+        for a, b in chunk_ranges(q, view.chunk(2 * g)):
+            out[a:b] += torch.sparse.mm(spread, s[a:b].T.contiguous()).T  # sum_r w_r(g) s(q, g_r)
         return out
 
 
