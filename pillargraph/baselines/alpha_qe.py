@@ -106,5 +106,5 @@ class AlphaQEPairs:
         idx, val = self.lists.topk(kind, n, rows)
         intra = "t2t" if kind == "i2t" else "i2i"
         w = val.double().clamp_min(0).pow(self.alpha)
-        expansion = (w * self.lists.gather(intra, idx, cols[:, None]).double()).sum(1)
+        expansion = (w * self.lists.gather(intra, idx[:, :, None], cols[:, None, None])[..., 0].double()).sum(1)
         return (s + expansion.view(s.shape)).float()

@@ -135,5 +135,5 @@ class DBAPairs:
         keep[torch.arange(idx.shape[0], device=idx.device), drop] = False
         idx, val = idx[keep].view(-1, k), val[keep].view(-1, k)
         w = self.method.weights(val.double())
-        extra = (w * self.lists.gather(kind, rows[:, None], idx).double()).sum(1)
+        extra = (w * self.lists.gather(kind, rows[:, None, None], idx[:, None, :])[:, 0].double()).sum(1)
         return (s + extra.view(s.shape)).float()

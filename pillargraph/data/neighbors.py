@@ -46,6 +46,24 @@ FAISS_BLOCK_ROWS = 4096
 # Pairs per block in NeighborLists.gather (bounds the [pairs, d] temporaries).
 _GATHER_CHUNK = 1 << 16
 
+
+def _is_outer(rows: Tensor, cols: Tensor) -> bool:
+    """Whether ``rows [..., X, 1]`` and ``cols [..., 1, Y]`` ask for every (row, column) pair of each batch item."""
+    return rows.dim() >= 2 and rows.dim() == cols.dim() and rows.shape[-1] == 1 and cols.shape[-2] == 1
+
+
+def _outer_dots(a: Tensor, b: Tensor, rows: Tensor, cols: Tensor, shape: torch.Size) -> Tensor:
+    """``a[rows] . b[cols]`` for outer-product index shapes (see :func:`_is_outer`) as batched matrix
+    products: each batch item gathers its X + Y embeddings once instead of X * Y pairs of them."""
+    lead = shape[:-2]
+    r = rows.expand(*lead, shape[-2], 1).reshape(-1, shape[-2])
+    c = cols.expand(*lead, 1, shape[-1]).reshape(-1, shape[-1])
+    out = torch.empty(r.shape[0], shape[-2], shape[-1], dtype=a.dtype, device=a.device)
+    step = max(1, _GATHER_CHUNK // max(1, shape[-2] + shape[-1]))
+    for s in range(0, r.shape[0], step):
+        torch.bmm(a[r[s:s + step]], b[c[s:s + step]].transpose(1, 2), out=out[s:s + step])
+    return out.view(shape)
+
 Device = Union[str, torch.device, None]
 
 
@@ -802,6 +820,8 @@ class NeighborLists:
         c = cols.expand(shape).reshape(-1)
         emb = self._embeddings(kind)
         if emb is not None:
+            if _is_outer(rows, cols):
+                return _outer_dots(*emb, rows, cols, shape)
             a, b = emb
             out = torch.empty(r.numel(), dtype=a.dtype, device=a.device)
             for s in range(0, r.numel(), _GATHER_CHUNK):

@@ -97,6 +97,9 @@ def overlap_counts(lists: Tensor, chunk_size: int = 512) -> Tensor:
     out = torch.empty(q, k, k, dtype=torch.float32, device=lists.device)
     if lists.numel() == 0:
         return out
+    # one buffer for every chunk's one-hot rows: a fresh [chunk, K, K * C] block per chunk cost more in
+    # page faults than the product itself
+    buffer = torch.empty(min(q, chunk_size) * k * k * c, dtype=torch.float32, device=lists.device)
     for s in range(0, q, chunk_size):
         x = lists[s:s + chunk_size].reshape(-1, k * c)
         qc = x.shape[0]
@@ -106,9 +109,9 @@ def overlap_counts(lists: Tensor, chunk_size: int = 512) -> Tensor:
         local_sorted = torch.cumsum(first, dim=1) - 1
         local = torch.empty_like(local_sorted).scatter_(1, perm, local_sorted)
         vocab = int(local_sorted[:, -1].max()) + 1
-        onehot = torch.zeros(qc, k, vocab, dtype=torch.float32, device=x.device)
+        onehot = buffer[:qc * k * vocab].view(qc, k, vocab).zero_()
         onehot.scatter_(2, local.view(qc, k, c), 1.0)
-        out[s:s + chunk_size] = torch.bmm(onehot, onehot.transpose(1, 2))
+        torch.bmm(onehot, onehot.transpose(1, 2), out=out[s:s + chunk_size])
     return out
 
 

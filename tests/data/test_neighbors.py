@@ -217,6 +217,12 @@ def test_gather_exact_with_embeddings():
         got = nl.gather(kind, rows, cols)
         assert got.shape == (6, 4, 3)
         torch.testing.assert_close(got, dense.gather(kind, rows, cols))
+        # every (row, column) pair of each batch item, as pillar features ask: batched products
+        for rs, cs in (((6, 5, 1), (6, 1, 4)), ((1, 5, 1), (3, 1, 4)), ((2, 3, 5, 1), (2, 3, 1, 4))):
+            rows, cols = torch.randint(0, nr, rs, generator=g), torch.randint(0, nc, cs, generator=g)
+            got = nl.gather(kind, rows, cols)
+            assert got.shape == torch.broadcast_shapes(rs, cs)
+            torch.testing.assert_close(got, dense.gather(kind, rows, cols))
 
 
 def plain_gather(sim, k, rows, cols, transposed=None):
