@@ -99,6 +99,10 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                            "best of 2 (benchmarks/train_side_by_side.py)",
         "train_step_cpu": "one paper-size training step and the re-ranking throughput on CPU (benchmarks/train_speed.py)",
         "train_profile_cpu": "where the time of one `pillargraph train` epoch goes on CPU, stage by stage",
+        "rerank_speed_cpu": "graph building and scoring of a 5,000-image test re-ranking from neighbour lists "
+                            "under the default recipe, before (b88baa2) and after the sparse priors and batched "
+                            "list gathers, side by side, best of 2 (the checkpoint and lists of `python "
+                            "benchmarks/coco_scale.py --images 2000 --test-images 5000 --max-steps 20 --threads 1`)",
         "train_speed_h200": "paper-size training step and inference on an NVIDIA H200",
         "model_speed_h100": "paper-size model step on an NVIDIA H100",
     },
