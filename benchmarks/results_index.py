@@ -42,6 +42,13 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                     f"lists, 1 seed, Flickr30K test against every training-free method ({PROXY})",
         "recipes_29k_minilm_minilm": f"the inductive recipe on all 29,000 Flickr30K-train images' lists, minilm:minilm, "
                                      f"1 seed, Flickr30K test ({PROXY})",
+        "recipes_29k_coco_tfidf_minilm": "inductive and transductive trained on all 29,000 Flickr30K-train images' "
+                                         "lists, tfidf:minilm, 1 seed: Flickr30K test, COCO 1K and COCO 5K (with ECCV "
+                                         "mAP@R and CxC R@1) against all 12 training-free methods (caption proxy: "
+                                         "text-to-text, not image-text)",
+        "recipes_29k_paper_tfidf_minilm": "the paper recipe on all 29,000 Flickr30K-train images' lists, tfidf:minilm, "
+                                          "1 seed, Flickr30K test and COCO 1K (COCO 5K skipped) (caption proxy: "
+                                          "text-to-text, not image-text)",
         "recipes_29k_tfidf_transductive": f"the transductive recipe on all 29,000 Flickr30K-train images' lists, "
                                           f"tfidf:minilm, 1 seed, Flickr30K test ({PROXY})",
         "recipes_10k_tfidf_minilm": f"the inductive and transductive recipes trained on 10,000 Flickr30K-train images "
