@@ -255,8 +255,8 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self._forward = torch.compile(self.step_loss) if c.compile else self.step_loss
         self._writer = None
-        #: whether this trainer writes into ``out_dir`` (False: it only reads ``last.pt`` / ``best.pt``
-        #: to resume, as the ranks other than 0 of a distributed run do)
+        #: whether this trainer writes into and reads from ``out_dir`` (False on the ranks other than 0 of a
+        #: distributed run, which get the resumed checkpoint and the best weights from rank 0)
         self.writes_files = True
 
     # ------------------------------------------------------------ pieces
@@ -444,7 +444,7 @@ class Trainer:
             return run
         run.start_epoch, run.step, run.history = state["epoch"] + 1, state["step"], list(state["history"])
         run.best, run.bad_evals = dict(state["best"]), state["bad_evals"]
-        if run.best["epoch"] >= 0 and self.out_dir is not None and (self.out_dir / "best.pt").exists():
+        if run.best["epoch"] >= 0 and self.writing and (self.out_dir / "best.pt").exists():
             run.best_state = load_checkpoint(self.out_dir / "best.pt", self.device)["model"]
         return run
 
