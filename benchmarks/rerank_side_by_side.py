@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -36,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from pillargraph.io import atomic_write_text
 
 from benchmarks.common import REPO, command_line, description, portable_file
-from benchmarks.train_side_by_side import reference_tree, tree_env
+from benchmarks.train_side_by_side import reference_worktree, tree_env
 
 SCRIPT = "benchmarks/rerank_side_by_side.py"
 
@@ -118,15 +117,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     args.checkpoint, args.split = str(Path(args.checkpoint).resolve()), str(Path(args.split).resolve())
-    with tempfile.TemporaryDirectory(prefix="rerank-side-by-side-") as tmp:
-        work = Path(tmp)
-        trees = {"reference": reference_tree(args.reference_ref, work), "this": REPO}
-        try:
-            t0 = time.perf_counter()
-            runs = run_all(args, trees, work)
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees["reference"])],
-                           check=False, capture_output=True)
+    t0 = time.perf_counter()
+    with reference_worktree(args.reference_ref, "rerank-side-by-side-") as (work, reference):
+        runs = run_all(args, {"reference": reference, "this": REPO}, work)
     s = summary(runs)
     text = report(args, s)
     print(text, end="")

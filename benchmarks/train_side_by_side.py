@@ -38,8 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,12 +57,24 @@ DEFAULT_FLAGS = ("--num-pillars 32 --k-i2t 32 --k-t2i 8 --overlap-neighbors 10 -
                  "--align-tau 0.1 --hinge-margin 0 --fusion-outputs fused,directions --seed 0").split()
 
 
-def reference_tree(ref: str, parent: Path) -> Path:
-    """A detached ``git worktree`` of ``ref`` under ``parent``."""
-    path = parent / "reference"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), ref], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return path
+@contextmanager
+def reference_worktree(ref: str, prefix: str) -> Iterator[Tuple[Path, Path]]:
+    """A temporary working folder and a detached ``git worktree`` of ``ref`` inside it, ``(work, tree)``;
+    both are removed on exit, also when the run is stopped with SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            work = Path(tmp)
+            tree = work / "reference"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), ref], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                yield work, tree
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False,
+                               capture_output=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def has_recipes(tree: Path, env: Dict[str, str], cwd: Path) -> bool:
@@ -146,34 +159,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still removes its worktree
     splits = dict(s.split("=", 1) for s in args.split)
     configs = {"default": []} | {c.split("=", 1)[0]: c.split("=", 1)[1].split(",") for c in args.config}
     payload: Dict[str, Any] = {"command": command_line("benchmarks/train_side_by_side.py", argv),
                                "reference": args.reference_ref, "threads": args.threads, "describe": args.describe,
                                "runs": {}, "compared": {}}
-    with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
-        work = Path(tmp)
-        trees = {"reference": reference_tree(args.reference_ref, work), "this": REPO}
-        try:
-            recipe = {v: has_recipes(t, tree_env(t, args.threads), work) for v, t in trees.items()}
-            for sname, pair in splits.items():
-                train, dev = (str(Path(p).resolve()) for p in pair.split(","))
-                for cname, extra in configs.items():
-                    name = f"{sname}/{cname}"
-                    runs: Dict[str, List[Dict[str, Any]]] = {"reference": [], "this": []}
-                    for r in range(args.rounds):
-                        for version in (("reference", "this") if r % 2 == 0 else ("this", "reference")):
-                            flags = (["--recipe", "paper"] if recipe[version] else []) + DEFAULT_FLAGS + extra
-                            runs[version].append(train_once(trees[version], flags, train, dev, work, args.threads))
-                            log(f"{name} round {r + 1} {version}: epoch {runs[version][-1]['train_time_s']:.1f} s, "
-                                f"wall {runs[version][-1]['wall_s']:.1f} s, load {runs[version][-1]['load_before']:.2f}")
-                    payload["runs"][name] = runs
-                    payload["compared"][name] = compare(runs)
-                    print(summary(name, payload["compared"][name]), flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees["reference"])],
-                           check=False)
+    with reference_worktree(args.reference_ref, "side-by-side-") as (work, reference):
+        trees = {"reference": reference, "this": REPO}
+        recipe = {v: has_recipes(t, tree_env(t, args.threads), work) for v, t in trees.items()}
+        for sname, pair in splits.items():
+            train, dev = (str(Path(p).resolve()) for p in pair.split(","))
+            for cname, extra in configs.items():
+                name = f"{sname}/{cname}"
+                runs: Dict[str, List[Dict[str, Any]]] = {"reference": [], "this": []}
+                for r in range(args.rounds):
+                    for version in (("reference", "this") if r % 2 == 0 else ("this", "reference")):
+                        flags = (["--recipe", "paper"] if recipe[version] else []) + DEFAULT_FLAGS + extra
+                        runs[version].append(train_once(trees[version], flags, train, dev, work, args.threads))
+                        log(f"{name} round {r + 1} {version}: epoch {runs[version][-1]['train_time_s']:.1f} s, "
+                            f"wall {runs[version][-1]['wall_s']:.1f} s, load {runs[version][-1]['load_before']:.2f}")
+                payload["runs"][name] = runs
+                payload["compared"][name] = compare(runs)
+                print(summary(name, payload["compared"][name]), flush=True)
     if args.out:
         Path(args.out + ".json").write_text(json.dumps(payload, indent=2))
         header = [payload["command"], f"reference {args.reference_ref}, {args.threads} threads", *args.describe]

@@ -21,3 +21,13 @@ def test_each_version_runs_in_its_own_process_and_the_best_round_is_compared(tin
         assert s["best"]["this"][part] == min(r[part] for r in runs["this"])
         assert s["ratio"][part] == s["best"]["reference"][part] / s["best"]["this"][part]
     assert "graph building: reference" in sbs.report(args, s)
+
+
+def test_the_reference_worktree_is_removed_on_exit():
+    import subprocess
+    from benchmarks.train_side_by_side import reference_worktree
+
+    with reference_worktree("HEAD", "test-worktree-") as (work, tree):
+        assert (tree / "pillargraph" / "__init__.py").is_file() and tree.parent == work
+    listed = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
+    assert not work.exists() and str(tree) not in listed
