@@ -30,7 +30,11 @@ Caption-proxy numbers are text-to-text retrieval results, NOT image-text results
 
     python benchmarks/layers.py [--data f30k --combos tfidf:minilm,minilm:minilm --recipe inductive --epochs 1]
         [--layers neighbor_attention,...] [--seeds 0,1,2] [--ablations] [--train-images N] [--limit N]
-        [--out benchmarks/results/layers]
+        [--out benchmarks/results/layers] [--resume]
+
+``--resume`` extends the sweep in ``OUT.json`` (more seeds, combos or layers under the same budget): its runs
+are kept, only the missing (combo, layer, seed) runs are trained, and the file records every command that
+added runs.
 
 Time: about 9 minutes at the defaults on 2 cores (synthetic data, 8 layers x 3 seeds, 10-20 s per run); --data
 f30k: about 2-5 minutes per run at 3,000 images.
@@ -128,8 +132,34 @@ def measure(fitted, test, name: str, seed: int, combo: str) -> Dict[str, Any]:
             "learned": evaluate_rescored(scores["learned"], test), "fused": evaluate_rescored(scores["fused"], test)}
 
 
+#: The flags that decide a run's result: a resumed sweep must have them as the sweep it extends had them.
+RUN_SETTINGS = ("data", "recipe", "epochs", "train_images", "limit", "hidden", "heads", "num_pillars", "dev_images",
+                "test_images", "cross", "intra", "attend", "device")
+
+
+def resumed(args) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """``--resume``: the commands and runs of the sweep in ``OUT.json`` (none if there is no such file yet).
+
+    Raises:
+        ValueError: the file is not a layer sweep, or a flag of :data:`RUN_SETTINGS` differs (named).
+    """
+    path = Path(args.out).with_suffix(".json")
+    if not path.exists():
+        return [], []
+    payload = json.loads(path.read_text())
+    if not isinstance(payload, dict) or "runs" not in payload or "args" not in payload:
+        raise ValueError(f"--resume: {path} is not the JSON of a layer sweep")
+    mine = vars(args)
+    for key in RUN_SETTINGS:
+        if payload["args"].get(key) != mine.get(key):
+            raise ValueError(f"--resume: {path} was run with {key}={payload['args'].get(key)!r}, this command has "
+                             f"{mine.get(key)!r}; runs with other settings cannot share a table")
+    return list(payload.get("commands") or [payload["command"]]), list(payload["runs"])
+
+
 def sweep(args, done: List[Dict[str, Any]], write) -> None:
-    """Every (combo, seed, variant) run, appended to ``done``; ``write()`` after each."""
+    """Every (combo, seed, variant) run not already in ``done`` (a resumed sweep), appended to ``done``;
+    ``write()`` after each."""
     single = set(parse_list(args.single_seed_layers, "--single-seed-layers")) if args.single_seed_layers else set()
     todo = variants(args.layers, args.ablations, args.attend)
     labels = {"synthetic": "synthetic", "caption-proxy": f"{args.cross}:{args.intra}"}
@@ -143,7 +173,8 @@ def sweep(args, done: List[Dict[str, Any]], write) -> None:
             if args.data != "f30k":
                 train, dev, test = synthetic_data(seed, args) if args.data == "synthetic" else coco_transfer_data(args)
             for name, parts in todo:
-                if name in single and seed != args.seeds[0]:
+                if (name in single and seed != args.seeds[0]) or any(
+                        (r["combo"], r["variant"], r["seed"]) == (combo, name, seed) for r in done):
                     continue
                 if args.data == "f30k":
                     recipe = variant_recipe(base, parts)
@@ -301,6 +332,8 @@ def check_args(args) -> None:
             raise ValueError("--limit: only with --data f30k")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError("--epochs: expected at least 1")
+    if args.resume and not args.out:
+        raise ValueError("--resume: needs --out (the sweep to extend)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated variants run with the first seed only (to bound CPU time)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="write OUT.md, OUT.json and OUT.png")
+    p.add_argument("--resume", action="store_true",
+                   help="extend the sweep in OUT.json: keep its runs, run only the (combo, layer, seed) it lacks; the "
+                        "run-deciding flags must match (the file then records every command that added runs)")
     return p
 
 
@@ -342,9 +378,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_args(args)
     except ValueError as err:
         p.error(str(err))
-    command = command_line("benchmarks/layers.py", argv)
+    try:
+        commands, runs = resumed(args) if args.resume else ([], [])
+    except ValueError as err:
+        p.error(str(err))
+    commands.append(command_line("benchmarks/layers.py", argv))
+    command = " ; ".join(commands)
     note, title = describe(args)
-    runs: List[Dict[str, Any]] = []
 
     def write(final: bool) -> str:
         table = summarise(runs)
@@ -354,8 +394,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = Path(args.out)
             atomic_write_text(out.with_suffix(".md"), md)
             atomic_write_text(out.with_suffix(".json"), json.dumps(
-                {"command": command, "args": vars(args), "complete": final, "table": table, "best_on_dev": best,
-                 "runs": runs}, indent=2, default=str))
+                {"command": command, "commands": commands, "args": vars(args), "complete": final, "table": table,
+                 "best_on_dev": best, "runs": runs}, indent=2, default=str))
             plot(table, out.with_suffix(".png"), title)
         return md
 

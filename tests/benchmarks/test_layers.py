@@ -94,3 +94,25 @@ def test_tiny_synthetic_sweep_end_to_end(tmp_path):
     assert payload["command"].startswith("python benchmarks/layers.py --layers neighbor_attention,sage")
     assert all(r["dev_fused_rsum"] >= r["dev_base_rsum"] for r in payload["runs"])  # the fusion never loses on dev
     assert out.with_suffix(".png").exists() and "Best layer on dev" in out.with_suffix(".md").read_text()
+
+
+def test_resume_runs_only_what_the_sweep_lacks_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "layers"
+    tiny = ["--seeds", "0", "--train-images", "40", "--dev-images", "20", "--test-images", "20", "--num-pillars", "4",
+            "--hidden", "16", "--epochs", "1", "--out", str(out)]
+    assert layers.main(["--layers", "neighbor_attention"] + tiny) == 0
+    first = json.loads(out.with_suffix(".json").read_text())["runs"]
+    trained = []
+    fit = layers.fit_reranker
+    monkeypatch.setattr(layers, "fit_reranker", lambda *a, **kw: trained.append(kw["model"]["layer"]) or fit(*a, **kw))
+    assert layers.main(["--layers", "neighbor_attention,sage", "--resume"] + tiny) == 0
+    assert trained == ["sage"]  # the finished neighbor_attention run is kept, not re-run
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["runs"][0] == first[0] and [r["variant"] for r in payload["runs"]] == ["neighbor_attention", "sage"]
+    assert len(payload["commands"]) == 2 and " ; " in out.with_suffix(".md").read_text().splitlines()[0]
+    with pytest.raises(SystemExit):  # another budget cannot share the table
+        layers.main(["--layers", "sage", "--resume"] + tiny[:-4] + ["--epochs", "2", "--out", str(out)])
+    assert "was run with epochs=1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        layers.main(["--resume", "--seeds", "0"])  # nothing to extend without --out
