@@ -24,7 +24,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything can import the encoders
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,10 +35,9 @@ if __package__ in (None, ""):  # run as a script from the repository root
 import numpy as np
 
 from pillargraph.data import caption_proxy_embeddings
-from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate, fold_slices
 
-from benchmarks.common import command_line, description, log, parse_combo
+from benchmarks.common import command_line, description, log, parse_combo, write_results
 
 DEFAULT_COMBOS = "bm25:minilm,lsa:minilm,tfidf:tfidf,tfidf:minilm,minilm:minilm"
 #: The pseudo-split of the COCO 1K protocol: the COCO 5K proxy in 5 folds, metrics averaged.
@@ -104,10 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             row["seconds"][split] = round(time.perf_counter() - t0, 1)
             log(f"{combo} {split}: rSum {row['metrics'][split]['rsum']:.2f} ({row['seconds'][split]}s)")
         rows.append(row)
-    out = Path(args.out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"command": command, "splits": splits, "rows": rows},
-                                                           indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), table(rows, splits, command))
+    write_results(args.out, {"command": command, "splits": splits, "rows": rows}, table(rows, splits, command))
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from benchmarks.caption_proxy_data import FLAGS, PAPER_PROTOCOLS, RECALLS, is_learned, learned_pairs
-from benchmarks.common import atomic_write_bytes
+from benchmarks.common import save_figure, write_results
 
 
 # ------------------------------------------------------------------ reporting
@@ -309,11 +309,7 @@ def plot(payload: Dict, path: Path) -> None:
         ax.axis("off")
     fig.suptitle("Caption proxy (real captions, text-to-text; NOT image-text results)", fontsize=11)
     fig.tight_layout()
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def merge_runs(paths: List[Path]) -> Dict:
@@ -330,7 +326,6 @@ def merge_runs(paths: List[Path]) -> Dict:
 
 def write_outputs(payload: Dict, out: Path) -> None:
     """``OUT.json``, ``OUT.md`` and ``OUT.png``, each atomically."""
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(payload, indent=1, default=str) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), to_markdown(payload).encode())
+    write_results(out, payload, to_markdown(payload))
     plot(payload, out.with_suffix(".png"))
 

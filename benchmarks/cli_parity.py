@@ -37,10 +37,9 @@ if __package__ in (None, ""):
 
 from pillargraph.baselines import evaluate_rescored
 from pillargraph.data import caption_proxy_bundle
-from pillargraph.io import atomic_write_text
 from pillargraph.train import fit_reranker
 
-from benchmarks.common import ProxyTrain, command_line, description, log, variant
+from benchmarks.common import ProxyTrain, command_line, description, log, variant, write_results
 
 
 def cli(*args: str) -> str:
@@ -114,9 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "api": through_api(data, test, recipe, args)})
             log(f"  {recipe}: {rows[-1]}")
     payload = {"command": command_line("benchmarks/cli_parity.py", argv), "config": vars(args), "rows": rows}
-    out = Path(args.out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(args.out, payload, markdown(payload))
     log(markdown(payload))
     return 0
 

@@ -69,7 +69,7 @@ from pillargraph.io import atomic_write_text
 
 from benchmarks.coco_scale_stages import (CHILD_STAGES, SPLITS, Paths, dist_worker, list_depth, peak_rss,
                                           set_threads, train_namespace)
-from benchmarks.common import command_line, description, log
+from benchmarks.common import command_line, description, log, write_results
 
 STAGES = ("embeddings", "lists", "graphs", "epoch", "rerank", "dist")
 #: MS-COCO Karpathy train (train2014 + restval): images, five captions each.
@@ -353,9 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     payload = initial_payload(args, paths, stages, command)
 
     def write() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str) + "\n")
-        atomic_write_text(out.with_suffix(".md"), markdown(payload))
+        write_results(out, payload, markdown(payload))
 
     log(f"{command}\n  train {args.images} images x {args.images * args.captions_per_image} captions, dev "
         f"{args.dev_images}, test {args.test_images} ({args.test_format}); k={args.k}; stages {','.join(stages)}; "

@@ -9,7 +9,6 @@ import resource
 import shlex
 import statistics
 import sys
-import tempfile
 import textwrap
 import time
 from dataclasses import replace
@@ -29,7 +28,7 @@ from pillargraph.train import RECIPES, Recipe, get_recipe, load_checkpoint, mode
 __all__ = ["portable_path", "portable_file", "log", "peak_rss_gib", "command_line", "ENCODERS", "parse_combo", "parse_list", "ProxyTrain", "f30k_split",
            "random_graph_batch", "mirrored", "time_it", "VARIANTS", "variant", "recipe_for", "model_dir",
            "claim_model_dir", "load_finished", "mean_std", "save_figure", "PROXY_NOTE",
-           "atomic_write_bytes", "description"]
+           "write_results", "description"]
 
 #: The line every caption-proxy results file and figure carries.
 PROXY_NOTE = "Caption proxy (real captions, text-to-text retrieval): NOT image-text results"
@@ -237,6 +236,10 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "inductive_fused": ("inductive", {"train": {"fusion_outputs": ("fused", "directions")}}),
     "transductive_whole": ("transductive", {"episode_images": 0}),
     "paper_episodes": ("paper", {"episode_images": 1000}),
+    "transductive_skip": ("transductive", {"model": {"feature_skip": 1.0}}),
+    "transductive_h256": ("transductive", {"model": {"hidden_channels": 256}}),
+    "transductive_l3": ("transductive", {"model": {"num_layers": 3}}),
+    "transductive_k48": ("transductive", {"builder": {"k_i2t": 48, "k_t2i": 48}}),
 }
 
 
@@ -311,22 +314,12 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+def write_results(out: Union[str, Path], payload: Dict[str, Any], markdown: str) -> None:
+    """A results file pair, each written atomically: ``OUT.json`` (``payload``; what JSON cannot hold written as
+    ``str``) and ``OUT.md`` (``markdown``)."""
+    out = Path(out)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown)
 
 
 def description(doc: str) -> str:

@@ -28,7 +28,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,13 +40,12 @@ import torch
 
 from pillargraph.data import as_episodes
 from pillargraph.graphs import GraphBatch, PillarGraphBuilder
-from pillargraph.io import atomic_write_text
 from pillargraph.losses import contrastive_loss
 from pillargraph.metrics import evaluate
 from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import OUTPUTS, combine_any, evaluate_any, rerank_scores, select_fusion_weights
 
-from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant
+from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant, write_results
 
 
 class FeatureProbe(torch.nn.Module):
@@ -138,9 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     variant(args.variant)
     command = command_line("benchmarks/feature_probe.py", argv)
     payload = {"command": command, "config": vars(args), "result": run(args)}
-    out = Path(args.out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(args.out, payload, markdown(payload))
     log(markdown(payload))
     return 0
 

@@ -31,7 +31,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -44,12 +43,11 @@ import torch
 
 from pillargraph.baselines import evaluate_rescored
 from pillargraph.data import caption_proxy_bundle
-from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate, fold_slices
 from pillargraph.rerank import select_fusion_weights
 from pillargraph.train import fit_reranker
 
-from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant
+from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant, write_results
 
 #: Test split and the dev split its fusion is selected on, per --split.
 SPLITS = {"dev": ("f30k_dev", "f30k_dev"), "test": ("coco_testall", "coco_dev")}
@@ -142,9 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     variant(args.recipe)
     command = command_line("benchmarks/gallery_size.py", argv)
     payload = {"command": command, "config": vars(args), "rows": run(args), "peak_rss_gib": round(peak_rss_gib(), 2)}
-    out = Path(args.out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(args.out, payload, markdown(payload))
     log(markdown(payload))
     return 0
 

@@ -27,10 +27,9 @@ from typing import Any, Dict, List, Optional, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pillargraph.io import atomic_write_text
 
 from benchmarks.caption_proxy_data import FLAGS, TUNED, TUNED_FUSED, learned_pairs
-from benchmarks.common import PROXY_NOTE, command_line, mean_std, portable_file
+from benchmarks.common import PROXY_NOTE, command_line, mean_std, portable_file, write_results
 
 #: The protocol label caption_proxy.py gives its Flickr30K-test result.
 F30K = "f30k (f30k)"
@@ -168,9 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         payload = build(args.runs, command_line("benchmarks/generalization.py", argv))
     except (ValueError, KeyError) as err:
         p.error(str(err))
-    out = Path(args.out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(args.out, payload, markdown(payload))
     print(markdown(payload))
     return 0
 

@@ -56,12 +56,11 @@ if __package__ in (None, ""):
 
 from pillargraph.baselines import evaluate_rescored
 from pillargraph.data.synthetic import synthetic_splits
-from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
 from pillargraph.train import Recipe, TrainConfig, fit_reranker
 
 from benchmarks.common import (PROXY_NOTE, ProxyTrain, command_line, f30k_split, log, mean_std, parse_combo,
-                               parse_list, recipe_for, save_figure)
+                               parse_list, recipe_for, save_figure, write_results)
 
 LAYERS = "neighbor_attention,transformer,gatv2,gat,gcn,sage,gin,graph"
 #: ``--data synthetic`` sizes and budget unless given.
@@ -391,12 +390,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         best = best_on_dev(table, args.layers)
         md = markdown(table, best, command, note if final else note + " (partial: run in progress)")
         if args.out:
-            out = Path(args.out)
-            atomic_write_text(out.with_suffix(".md"), md)
-            atomic_write_text(out.with_suffix(".json"), json.dumps(
-                {"command": command, "commands": commands, "args": vars(args), "complete": final, "table": table,
-                 "best_on_dev": best, "runs": runs}, indent=2, default=str))
-            plot(table, out.with_suffix(".png"), title)
+            write_results(args.out, {"command": command, "commands": commands, "args": vars(args), "complete": final,
+                                     "table": table, "best_on_dev": best, "runs": runs}, md)
+            plot(table, Path(args.out).with_suffix(".png"), title)
         return md
 
     sweep(args, runs, write)

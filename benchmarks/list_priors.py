@@ -29,7 +29,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -43,12 +42,11 @@ from pillargraph.data import caption_proxy_embeddings
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.graphs.node_features import rank_features
 from pillargraph.graphs.priors import is_prior, prior_reranker, prior_scores
-from pillargraph.io import atomic_write_text
 from pillargraph.modality import DIRECTIONS
 from pillargraph.rerank import evaluate_any, rerank
 from pillargraph.train import fit_reranker
 
-from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant
+from benchmarks.common import ProxyTrain, command_line, description, log, peak_rss_gib, variant, write_results
 
 
 def prior_gap(builder: PillarGraphBuilder, dense, lists) -> Dict[str, Dict[str, Any]]:
@@ -131,9 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     variant(args.recipe)
     command = command_line("benchmarks/list_priors.py", argv)
     payload = {"command": command, "config": vars(args), "result": run(args)}
-    out = Path(args.out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(args.out, payload, markdown(payload))
     log(markdown(payload))
     return 0
 

@@ -45,7 +45,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 if __package__ in (None, ""):  # run as a script: the repository is importable, after PYTHONPATH's trees
     sys.path.append(str(Path(__file__).resolve().parents[1]))

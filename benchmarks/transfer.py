@@ -56,7 +56,6 @@ import torch
 
 from pillargraph.bundle import SimilarityBundle
 from pillargraph.graphs import PillarGraphBuilder
-from pillargraph.io import atomic_write_text
 from pillargraph.metrics import evaluate
 from pillargraph.modality import DIRECTIONS
 from pillargraph.nn import PillarReranker
@@ -65,7 +64,7 @@ from pillargraph.train import TrainConfig, fit_reranker
 
 from benchmarks.common import (PROXY_NOTE, ProxyTrain, claim_model_dir, command_line, f30k_split, load_finished, log,
                                mean_std, parse_combo, parse_list, peak_rss_gib, portable_file, recipe_for,
-                               save_figure)
+                               save_figure, write_results)
 
 DEFAULT_COMBOS = "tfidf:minilm,minilm:minilm,bm25:minilm,lsa:minilm,tfidf:tfidf"
 #: The two settings: where the fusion with the base comes from.
@@ -299,8 +298,7 @@ def write(payload: Dict[str, Any], out: Path, complete: bool) -> None:
     """OUT.json, OUT.md and OUT.png, each atomically."""
     payload["complete"] = complete
     payload["tables"] = tables(payload)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(out, payload, markdown(payload))
     heatmap(payload, out.with_suffix(".png"))
 
 
