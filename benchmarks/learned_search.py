@@ -61,8 +61,25 @@ def run_one(name: str, data: ProxyTrain, seed: int, epochs: Optional[int]) -> Di
             "seconds": round(fitted.seconds, 1), "peak_rss_gib": round(peak_rss_gib(), 2)}
 
 
+def variant_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """What each row's variant was when it ran, from the recipe the row records (a recipe's settings, and so a
+    variant's, may have changed since): one line per distinct name and settings."""
+    seen: Dict[str, None] = {}
+    for r in rows:
+        rec = r["config"]["recipe"]
+        b, m = rec["builder"], rec["model"]
+        episodes = "+".join(map(str, rec["episode_images"])) or "whole split"
+        seen[f"- `{r['variant']}`: node features {b.get('node_features', [])}, {b.get('num_pillars')} pillars, "
+             f"k {b.get('k_i2t')}/{b.get('k_t2i')}; {m.get('layer')}, hidden {m.get('hidden_channels')}, "
+             f"{m.get('num_layers')} layers" + (f", feature skip {m['feature_skip']}" if m.get("feature_skip") else "")
+             + f"; episodes {episodes}"] = None
+    return list(seen)
+
+
 def summary(rows: List[Dict[str, Any]], command: str) -> str:
-    lines = [f"Command: `{command}`", "",
+    """OUT.md: every command that added rows (``command`` for rows that lack one), the table, and the variants."""
+    commands = " ; ".join(dict.fromkeys(r.get("command", command) for r in rows)) or command
+    lines = [f"Command: `{commands}`", "",
              "Dev-split search (Flickr30K dev caption proxy; text-to-text, NOT image-text results). "
              "rSum of the learned scores alone and with the dev-selected base fusion, both in the dev-selected "
              "output mode (`fused`: the two directions mixed; `directions`: each on its own; rows before round 3 "
@@ -75,7 +92,9 @@ def summary(rows: List[Dict[str, Any]], command: str) -> str:
                      f"{r['dev_base_rsum']:.2f} | "
                      f"{r['dev_learned_rsum']:.2f} | {r['dev_fused_rsum']:.2f} | {r['best_epoch'] + 1} | "
                      f"{r['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
+    lines += ["", "Each variant as it ran (a recipe, or one of `benchmarks.common.VARIANTS`; the settings the rows "
+                  "record):", ""]
+    return "\n".join(lines + variant_lines(rows)) + "\n"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -30,3 +30,17 @@ def test_recorded_commands_carry_no_machine_paths():
                                            "--models", "/scratch/run7/models", "--k", "3", "--out=/tmp/q/z"])
     assert cmd == ("python benchmarks/x.py --out benchmarks/results/a --models SCRATCH/run7/models --k 3 "
                    "--out=SCRATCH/q/z")
+
+
+def test_dev_search_summary_names_every_command_and_each_variant_as_it_ran():
+    from benchmarks.learned_search import summary
+    def row(name, command, features):
+        recipe = variant(name).override(builder={"node_features": features}).record()
+        return {"combo": "tfidf:minilm", "train": "3000 img", "variant": name, "seed": 0, "transductive": False,
+                "fusion": {"output": "directions"}, "dev_base_rsum": 1.0, "dev_learned_rsum": 2.0,
+                "dev_fused_rsum": 3.0, "best_epoch": 0, "seconds": 9, "config": {"recipe": recipe}, "command": command}
+    md = summary([row("inductive", "python a.py", ("rank",)), row("inductive", "python b.py", ("rank",)),
+                  row("inductive", "python b.py", ("rank", "prior:dba"))], "python b.py")
+    assert md.splitlines()[0] == "Command: `python a.py ; python b.py`"
+    lines = [x for x in md.splitlines() if x.startswith("- `inductive`")]
+    assert len(lines) == 2 and "['rank']" in lines[0] and "'prior:dba'" in lines[1]  # the recipe changed between runs
