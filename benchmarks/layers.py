@@ -210,9 +210,24 @@ def summarise(runs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return table
 
 
-def best_on_dev(table: Sequence[Dict[str, Any]], layers: Sequence[str]) -> Dict[str, Any]:
+def paired_gap(runs: Sequence[Dict[str, Any]], layer: str, reference: str) -> Optional[Dict[str, float]]:
+    """Dev rSum (learned + fusion) of ``layer`` minus ``reference`` over the (combo, seed) pairs both ran: mean,
+    standard error (0 for one pair) and the number of pairs; ``None`` without a pair."""
+    dev = {(r["combo"], r["seed"], r["variant"]): r["dev_fused_rsum"] for r in runs}
+    gaps = [dev[(c, s, layer)] - v for (c, s, name), v in dev.items()
+            if name == reference and (c, s, layer) in dev and v is not None and dev[(c, s, layer)] is not None]
+    if not gaps:
+        return None
+    mean, std = mean_std(gaps)
+    return {"mean": mean, "se": std / len(gaps) ** 0.5, "pairs": len(gaps)}
+
+
+def best_on_dev(table: Sequence[Dict[str, Any]], layers: Sequence[str],
+                runs: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """Per combo and averaged over combos: the layer (ablations excluded) with the highest mean dev rSum
-    (learned + fusion), and that of the first layer (the recipe's) for comparison."""
+    (learned + fusion), and that of the first layer (the recipe's) for comparison; with ``runs``, also the
+    winner's :func:`paired_gap` to the reference and whether it is clear of the seed noise (above 2 standard
+    errors, with at least 2 pairs)."""
     rows = [t for t in table if t["variant"] in layers and "dev_fused_mean" in t]
     out: Dict[str, Any] = {"per_combo": {}, "reference": layers[0]}
     combos = list(dict.fromkeys(t["combo"] for t in rows))
@@ -227,6 +242,9 @@ def best_on_dev(table: Sequence[Dict[str, Any]], layers: Sequence[str]) -> Dict[
         best = max(mean, key=mean.get)
         out["overall"] = {"best": best, "dev": mean[best], "reference_dev": mean.get(layers[0]),
                           "beats_reference": best != layers[0]}
+        gap = paired_gap(runs, best, layers[0]) if best != layers[0] else None
+        if gap is not None:
+            out["overall"]["gap"] = dict(gap, clear=gap["pairs"] >= 2 and gap["mean"] > 2 * gap["se"])
     return out
 
 
@@ -243,6 +261,12 @@ def best_lines(best: Dict[str, Any]) -> List[str]:
         lines.append(f"- mean over combos: {o['best']} {o['dev']:.2f}"
                      + (f", {ref} {o['reference_dev']:.2f}" if o["beats_reference"] and o["reference_dev"] is not None
                         else "") + f"; {verdict}.")
+        gap = o.get("gap")
+        if gap:
+            lines.append(f"- paired over {gap['pairs']} (combo, seed) runs, {o['best']} minus {ref} on dev: "
+                         f"{gap['mean']:+.2f} ± {gap['se']:.2f} (standard error); "
+                         + ("clear of the seed noise (above 2 standard errors)." if gap["clear"] else
+                            "within the seed noise (not above 2 standard errors)."))
     return lines
 
 
@@ -387,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def write(final: bool) -> str:
         table = summarise(runs)
-        best = best_on_dev(table, args.layers)
+        best = best_on_dev(table, args.layers, runs)
         md = markdown(table, best, command, note if final else note + " (partial: run in progress)")
         if args.out:
             write_results(args.out, {"command": command, "commands": commands, "args": vars(args), "complete": final,

@@ -77,6 +77,18 @@ def test_summary_and_the_best_layer_on_dev():
     assert "no layer beats the reference neighbor_attention on dev" in md
 
 
+def test_a_winner_by_less_than_the_seed_noise_is_said_to_be():
+    runs = [fake_run(c, v, s, dev, 300.0) for c in ("tfidf:minilm", "minilm:minilm") for s in (0, 1)
+            for v, dev in (("neighbor_attention", 350.0), ("gcn", 350.0 + (2.0 if s else -1.0)))]
+    best = layers.best_on_dev(layers.summarise(runs), ["neighbor_attention", "gcn"], runs)
+    gap = best["overall"]["gap"]  # gaps -1, +2, -1, +2: mean +0.5, sample std sqrt(3), standard error sqrt(3) / 2
+    assert best["overall"]["best"] == "gcn" and gap["pairs"] == 4 and gap["mean"] == pytest.approx(0.5)
+    assert gap["se"] == pytest.approx(3 ** 0.5 / 2) and not gap["clear"]
+    assert "within the seed noise" in "\n".join(layers.best_lines(best))
+    clear = [dict(r, dev_fused_rsum=r["dev_fused_rsum"] + (3.0 if r["variant"] == "gcn" else 0.0)) for r in runs]
+    assert layers.best_on_dev(layers.summarise(clear), ["neighbor_attention", "gcn"], clear)["overall"]["gap"]["clear"]
+
+
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     layers.plot(layers.summarise(RUNS), tmp_path / "layers.png", "title")
