@@ -80,8 +80,9 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     "Generalization and transfer across base scorers": {
         "base_scorers": f"each base scorer alone (minilm, tfidf, bm25, lsa), Flickr30K test and COCO 1K ({PROXY})",
         "generalization": f"every recipe on every base-scorer combo, Flickr30K test, 3 seeds ({PROXY})",
-        "transfer": f"a model trained on one combo re-ranking another combo's test split ({PROXY})",
-        "layers_f30k": f"every GNN layer type and the ablations in the inductive recipe, tfidf:minilm, 1 seed ({PROXY})",
+        "transfer": f"a model trained on one combo re-ranking another combo's test split, 3 seeds ({PROXY})",
+        "layers_f30k": f"every GNN layer type and the ablations in the inductive recipe, tfidf:minilm and "
+                       f"minilm:minilm, 3 seeds ({PROXY})",
     },
     "Earlier caption-proxy runs (before the recipes)": {
         "caption_proxy": f"first protocol: trained on the COCO 5K proxy, tested on Flickr30K and COCO 1K ({PROXY})",
