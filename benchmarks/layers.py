@@ -161,6 +161,7 @@ def sweep(args, done: List[Dict[str, Any]], write) -> None:
     ``write()`` after each."""
     single = set(parse_list(args.single_seed_layers, "--single-seed-layers")) if args.single_seed_layers else set()
     todo = variants(args.layers, args.ablations, args.attend)
+    finished = {(r["combo"], r["variant"], r["seed"]) for r in done}
     labels = {"synthetic": "synthetic", "caption-proxy": f"{args.cross}:{args.intra}"}
     for combo in (args.combos if args.data == "f30k" else [labels[args.data]]):
         if args.data == "f30k":
@@ -172,8 +173,7 @@ def sweep(args, done: List[Dict[str, Any]], write) -> None:
             if args.data != "f30k":
                 train, dev, test = synthetic_data(seed, args) if args.data == "synthetic" else coco_transfer_data(args)
             for name, parts in todo:
-                if (name in single and seed != args.seeds[0]) or any(
-                        (r["combo"], r["variant"], r["seed"]) == (combo, name, seed) for r in done):
+                if (name in single and seed != args.seeds[0]) or (combo, name, seed) in finished:
                     continue
                 if args.data == "f30k":
                     recipe = variant_recipe(base, parts)
