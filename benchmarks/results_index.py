@@ -51,8 +51,8 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                           "mAP@R and CxC R@1) against all 12 training-free methods (caption proxy: "
                                           "text-to-text, not image-text)",
         "recipes_29k_paper_tfidf_minilm": "the paper recipe on all 29,000 Flickr30K-train images' lists, tfidf:minilm, "
-                                          "1 seed, Flickr30K test and COCO 1K (COCO 5K skipped) (caption proxy: "
-                                          "text-to-text, not image-text)",
+                                          "1 seed, Flickr30K test, COCO 1K and COCO 5K (with ECCV mAP@R and CxC R@1) "
+                                          "(caption proxy: text-to-text, not image-text)",
         "recipes_29k_paper_minilm_minilm": "the paper recipe on all 29,000 Flickr30K-train images' lists, "
                                            "minilm:minilm, 1 seed, Flickr30K test and COCO 1K (COCO 5K skipped) "
                                            "(caption proxy: text-to-text, not image-text)",
