@@ -54,8 +54,8 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                           "1 seed, Flickr30K test, COCO 1K and COCO 5K (with ECCV mAP@R and CxC R@1) "
                                           "(caption proxy: text-to-text, not image-text)",
         "recipes_29k_paper_minilm_minilm": "the paper recipe on all 29,000 Flickr30K-train images' lists, "
-                                           "minilm:minilm, 1 seed, Flickr30K test and COCO 1K (COCO 5K skipped) "
-                                           "(caption proxy: text-to-text, not image-text)",
+                                           "minilm:minilm, 1 seed, Flickr30K test, COCO 1K and COCO 5K (with ECCV "
+                                           "mAP@R and CxC R@1) (caption proxy: text-to-text, not image-text)",
         "recipes_29k_tfidf_transductive": f"the transductive recipe on all 29,000 Flickr30K-train images' lists, "
                                           f"tfidf:minilm, 1 seed, Flickr30K test ({PROXY})",
         "recipes_10k_tfidf_minilm": f"the inductive and transductive recipes trained on 10,000 Flickr30K-train images "
