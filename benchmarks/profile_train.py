@@ -54,6 +54,7 @@ import pillargraph  # before torch, as in `pillargraph train` (see pillargraph.o
 import torch
 from pillargraph.cli.train import add_model_arguments, components
 from pillargraph.data.files import load_split
+from pillargraph.io import atomic_write_text
 from pillargraph.train import Trainer
 
 from benchmarks.common import description
@@ -182,7 +183,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out["torch_profile"] = torch_profile(trainer, trainer.prepare(train), args.torch_profile, 30)
         print(out["torch_profile"])
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        atomic_write_text(args.json, json.dumps(out, indent=2))
     return 0
 
 

@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import command_line, description, log  # noqa: E402
+from pillargraph.io import atomic_write_text  # noqa: E402
 from pillargraph.openmp import WAIT_VARIABLES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,9 +183,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 payload["compared"][name] = compare(runs)
                 print(summary(name, payload["compared"][name]), flush=True)
     if args.out:
-        Path(args.out + ".json").write_text(json.dumps(payload, indent=2))
+        atomic_write_text(args.out + ".json", json.dumps(payload, indent=2))
         header = [payload["command"], f"reference {args.reference_ref}, {args.threads} threads", *args.describe]
-        Path(args.out + ".txt").write_text("".join(f"# {line}\n" for line in header) + "\n".join(
+        atomic_write_text(args.out + ".txt", "".join(f"# {line}\n" for line in header) + "\n".join(
             summary(n, c) for n, c in payload["compared"].items()) + "\n")
     return 0
 

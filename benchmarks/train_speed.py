@@ -38,6 +38,7 @@ import torch
 from benchmarks.common import description, time_it
 from pillargraph.data.synthetic import synthetic_splits
 from pillargraph.graphs import PillarGraphBuilder
+from pillargraph.io import atomic_write_text
 from pillargraph.losses import PillarLoss
 from pillargraph.nn import PillarReranker
 from pillargraph.rerank import rerank
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
 
     def save():
         if args.json:
-            Path(args.json).write_text(json.dumps(out, indent=2))
+            atomic_write_text(args.json, json.dumps(out, indent=2))
 
     train, _, test = synthetic_splits(max(1000, args.batch // 5 + 1), 200, 1000, seed=0)
     trainer, data, captions, gen = paper_size_trainer(args, device, train)
