@@ -267,9 +267,10 @@ def recipe_for(name: str, epochs: Optional[int] = None) -> Recipe:
 
 # ------------------------------------------------------------------ trained models on disk
 def model_dir(root: Union[str, os.PathLike], combo: str, recipe: str, seed: int) -> Path:
-    """The run folder of one trained model: ``ROOT/CROSS-INTRA/RECIPE/seedS``."""
-    cross, intra = parse_combo(combo)
-    return Path(root) / f"{cross}-{intra}" / recipe / f"seed{seed}"
+    """The run folder of one trained model: ``ROOT/CROSS-INTRA/RECIPE/seedS``; a model trained on several combos
+    at once (``combo`` ``'A+B+...'``, see ``transfer_mixed.py``) lives in ``ROOT/CROSS-INTRA+CROSS-INTRA.../...``."""
+    folder = "+".join("-".join(parse_combo(c)) for c in combo.split("+"))
+    return Path(root) / folder / recipe / f"seed{seed}"
 
 
 def claim_model_dir(root: Union[str, os.PathLike], combo: str, recipe: str, seed: int,
