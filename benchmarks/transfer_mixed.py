@@ -73,17 +73,14 @@ MODELS = {"in_domain": "in-domain (trained on the target alone)", "all": "all co
 MAX_TRAIN_IMAGES = 5000
 
 
-def combo_episodes(combo: str, recipe: Recipe, args, cache: Dict[Tuple[str, Tuple[int, ...]], Any]
-                   ) -> List[SimilarityBundle]:
+def combo_episodes(combo: str, recipe: Recipe, args) -> List[SimilarityBundle]:
     """``combo``'s first ``--train-images`` Flickr30K-train images (dense), cut into ``recipe``'s episodes as
-    ``pillargraph train`` cuts them (the whole split as one episode for a recipe without episodes)."""
-    key = (combo, tuple(recipe.episode_images))
-    if key not in cache:
-        proxy = ProxyTrain(combo, args.train_images, "dense")
-        split = as_episodes(proxy.train_for(recipe), recipe.episode_images, proxy.episode_seed)
-        cache[key] = [split.episode(e) for e in range(split.num_episodes)] \
-            if isinstance(split, EpisodicSimilarity) else [split]
-    return cache[key]
+    ``pillargraph train`` cuts them (the whole split as one episode for a recipe without episodes). Read again
+    for every model (a few seconds), so that only the model in training holds its episodes."""
+    proxy = ProxyTrain(combo, args.train_images, "dense")
+    split = as_episodes(proxy.train_for(recipe), recipe.episode_images, proxy.episode_seed)
+    return [split.episode(e) for e in range(split.num_episodes)] if isinstance(split, EpisodicSimilarity) \
+        else [split]
 
 
 def mixed_info(sources: Sequence[str], name: str, recipe: Recipe, seed: int, args, dev_images: int) -> Dict[str, Any]:
@@ -111,8 +108,7 @@ def pooled_fusion(model: PillarReranker, builder: PillarGraphBuilder, devs: Sequ
     return best
 
 
-def mixed_model(sources: Sequence[str], name: str, seed: int, targets: Dict[str, Target], args,
-                cache: Dict[Tuple[str, Tuple[int, ...]], Any]) -> Source:
+def mixed_model(sources: Sequence[str], name: str, seed: int, targets: Dict[str, Target], args) -> Source:
     """The model of ``name`` and ``seed`` trained on every combo of ``sources`` together: loaded from a finished
     run in ``--models``, else trained (and kept there when ``--models`` is given); its own fusion pooled over the
     sources' dev splits."""
@@ -128,7 +124,7 @@ def mixed_model(sources: Sequence[str], name: str, seed: int, targets: Dict[str,
         builder, outputs, info = model_builder(model), TrainConfig.from_dict(state["train_config"]).fusion_outputs, \
             {"loaded": portable_file(path)}
     else:
-        train = EpisodicSimilarity([e for c in sources for e in combo_episodes(c, recipe, args, cache)])
+        train = EpisodicSimilarity([e for c in sources for e in combo_episodes(c, recipe, args)])
         fitted = fit_reranker(train, dev, recipe=recipe, seed=seed, out_dir=path)
         model, builder, outputs = fitted.model, fitted.builder, fitted.config.fusion_outputs
         info = {"trained_s": round(time.perf_counter() - t0, 1), "episodes": train.num_episodes}
@@ -139,12 +135,12 @@ def mixed_model(sources: Sequence[str], name: str, seed: int, targets: Dict[str,
 
 
 def run_seed(name: str, seed: int, singles: Dict[str, Dict[Tuple[str, int], Source]], targets: Dict[str, Target],
-             args, cache: Dict[Tuple[str, Tuple[int, ...]], Any], payload: Dict[str, Any]) -> None:
+             args, payload: Dict[str, Any]) -> None:
     """Every target's three cells for one recipe and seed."""
     combos = args.combos
-    everything = mixed_model(combos, name, seed, targets, args, cache)
+    everything = mixed_model(combos, name, seed, targets, args)
     for b in combos:
-        leave_out = mixed_model([c for c in combos if c != b], name, seed, targets, args, cache)
+        leave_out = mixed_model([c for c in combos if c != b], name, seed, targets, args)
         for kind, source in (("in_domain", singles[b][(name, seed)]), ("all", everything),
                              ("leave_out", leave_out)):
             payload["cells"].append({"recipe": name, "seed": seed, "target": b, "model": kind,
@@ -237,9 +233,8 @@ def run(args, payload: Dict[str, Any], out: Path) -> None:
     singles = {c: source_models(c, targets[c].splits["dev"], args) for c in args.combos}
     payload["models"] = {c: {f"{r} seed {s}": m.info for (r, s), m in singles[c].items()} for c in args.combos}
     for name in args.recipes:
-        cache: Dict[Tuple[str, Tuple[int, ...]], Any] = {}  # one recipe's episodes in memory at a time
         for seed in args.seeds:
-            run_seed(name, seed, singles, targets, args, cache, payload)
+            run_seed(name, seed, singles, targets, args, payload)
             write(payload, out, complete=False)
 
 

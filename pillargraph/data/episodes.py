@@ -106,6 +106,8 @@ class EpisodicSimilarity:
         for g, eps in enumerate(shapes.values()):
             self._group_of[eps] = g
             self._slot[eps] = torch.arange(len(eps), device=dev)
+            for slot, e in enumerate(eps):  # each episode's matrices become views of its group's stack: one copy
+                self._bundles[e] = bundles[e].replace(**{f"sim_{k}": m[slot] for k, m in self._groups[g].mats.items()})
 
     @staticmethod
     def _ids(given: Optional[Sequence[Tensor]], counts: List[int], name: str, dev: torch.device) -> List[Tensor]:

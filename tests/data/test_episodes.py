@@ -90,6 +90,19 @@ def test_mixed_sizes_answer_like_the_dense_episodes():
     assert "episode_images=3,5" in repr(eps)
 
 
+def test_episodes_hold_one_copy_of_their_matrices():
+    bundles = [random_bundle(n=n, per=2, d=4, seed=n) for n in (5, 3, 5)]
+    eps = EpisodicSimilarity(bundles)
+    for e, b in enumerate(bundles):  # the same values as given...
+        for field in ("sim_i2t", "sim_i2i", "sim_t2t"):
+            assert torch.equal(getattr(eps.episode(e), field), getattr(b, field))
+            assert getattr(eps.episode(e), field).data_ptr() != getattr(b, field).data_ptr()
+    # ...held as views of one stacked tensor per shape, not a second copy beside it
+    first, third = eps.episode(0).sim_t2t, eps.episode(2).sim_t2t
+    assert first.untyped_storage().data_ptr() == third.untyped_storage().data_ptr()
+    assert first.untyped_storage().nbytes() == 2 * first.numel() * first.element_size()
+
+
 def test_ids_must_cover_the_split_once():
     b = random_bundle(n=4, per=2, d=3)
     with pytest.raises(ValueError, match="image_ids"):
