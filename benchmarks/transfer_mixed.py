@@ -12,11 +12,11 @@ diagonal, loaded from ``--models`` or trained) and one model trained on all the
 combos together, ``B`` included.
 
 The training split of a mixed model is the first ``--train-images``
-Flickr30K-train images seen through each source scorer: each combo's dense
-split cut into the recipe's episodes, exactly as ``pillargraph train`` cuts
-one (:func:`pillargraph.data.as_episodes`), and all the episodes in one
-:class:`pillargraph.data.EpisodicSimilarity`, whose graphs the trainer shuffles
-together. Such a model sees one combo's episodes per source combo, so it trains
+Flickr30K-train images seen through each source scorer, given as one dense
+split per combo, as ``pillargraph train --train A.npz B.npz ...`` reads them:
+each cut into the recipe's episodes and all the episodes mixed into one split
+(:func:`pillargraph.data.as_episodes`, :func:`pillargraph.data.mix_splits`),
+whose graphs the trainer shuffles together. Such a model sees one combo's episodes per source combo, so it trains
 that many times longer than a single-combo model. The trainer keeps the best
 epoch by the first source's dev rSum (with ``--epochs 1`` there is no choice).
 
@@ -56,7 +56,6 @@ if __package__ in (None, ""):
 import torch
 
 from pillargraph.bundle import SimilarityBundle
-from pillargraph.data import EpisodicSimilarity, as_episodes
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.nn import PillarReranker
 from pillargraph.rerank import model_builder, rerank_scores, select_fusion_weights
@@ -73,14 +72,11 @@ MODELS = {"in_domain": "in-domain (trained on the target alone)", "all": "all co
 MAX_TRAIN_IMAGES = 5000
 
 
-def combo_episodes(combo: str, recipe: Recipe, args) -> List[SimilarityBundle]:
-    """``combo``'s first ``--train-images`` Flickr30K-train images (dense), cut into ``recipe``'s episodes as
-    ``pillargraph train`` cuts them (the whole split as one episode for a recipe without episodes). Read again
-    for every model (a few seconds), so that only the model in training holds its episodes."""
-    proxy = ProxyTrain(combo, args.train_images, "dense")
-    split = as_episodes(proxy.train_for(recipe), recipe.episode_images, proxy.episode_seed)
-    return [split.episode(e) for e in range(split.num_episodes)] if isinstance(split, EpisodicSimilarity) \
-        else [split]
+def combo_split(combo: str, recipe: Recipe, args) -> SimilarityBundle:
+    """``combo``'s first ``--train-images`` Flickr30K-train images as one dense bundle, what ``pillargraph train``
+    reads from a ``.npz`` bundle. Read again for every model (a few seconds), so that only the model in training
+    holds its data."""
+    return ProxyTrain(combo, args.train_images, "dense").train_for(recipe)
 
 
 def mixed_info(sources: Sequence[str], name: str, recipe: Recipe, seed: int, args, dev_images: int) -> Dict[str, Any]:
@@ -124,10 +120,11 @@ def mixed_model(sources: Sequence[str], name: str, seed: int, targets: Dict[str,
         builder, outputs, info = model_builder(model), TrainConfig.from_dict(state["train_config"]).fusion_outputs, \
             {"loaded": portable_file(path)}
     else:
-        train = EpisodicSimilarity([e for c in sources for e in combo_episodes(c, recipe, args)])
-        fitted = fit_reranker(train, dev, recipe=recipe, seed=seed, out_dir=path)
+        # as `pillargraph train --train A.npz B.npz ...`: each split cut into the recipe's episodes, all mixed
+        fitted = fit_reranker([combo_split(c, recipe, args) for c in sources], dev, recipe=recipe, seed=seed,
+                              out_dir=path)
         model, builder, outputs = fitted.model, fitted.builder, fitted.config.fusion_outputs
-        info = {"trained_s": round(time.perf_counter() - t0, 1), "episodes": train.num_episodes}
+        info = {"trained_s": round(time.perf_counter() - t0, 1)}
     fusion = pooled_fusion(model, builder, [targets[c] for c in sources], outputs)
     log(f"  {'+'.join(sources)} {name} seed {seed}: {info}, pooled fusion {fusion['output']} "
         f"{fusion['i2t']}/{fusion['t2i']} ({time.perf_counter() - t0:.0f}s, peak RSS {peak_rss_gib():.1f} GiB)")

@@ -1,4 +1,4 @@
-"""``pillargraph train --train T.npz --dev D.npz --out RUN_DIR [options]``."""
+"""``pillargraph train --train T.npz [T2.npz ...] --dev D.npz --out RUN_DIR [options]``."""
 from __future__ import annotations
 
 import argparse
@@ -153,10 +153,12 @@ def run(args: argparse.Namespace) -> int:
         # made before the splits are read and an epoch is spent; removed again if it fails before a checkpoint
         with run_folder(args.out) if context.is_main else nullcontext():
             recipe = recipe_from_args(args)
-            train = load_split(args.train)
+            train = [load_split(path) for path in args.train]  # several: one per base scorer, mixed
             dev = load_split(args.dev)
-            run = prepare_run(recipe, train, args.seed, args.episode_seed, name=str(args.train))
-            check_splits(run.builder, train=(args.train, run.train), dev=(args.dev, dev))
+            name = " ".join(map(str, args.train))
+            run = prepare_run(recipe, train[0] if len(train) == 1 else train, args.seed, args.episode_seed,
+                              name=name)
+            check_splits(run.builder, train=(name, run.train), dev=(args.dev, dev))
             parts = (run.model, run.builder, run.config)
             if context.distributed:
                 trainer = DistributedTrainer(*parts, out_dir=args.out, device=device, context=context,
@@ -164,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 trainer = Trainer(*parts, out_dir=args.out, device=device, run_info=run.run_info)
             trainer.run_info["dev_split"] = str(Path(args.dev).resolve())  # rerank selects the fusion on it
+            trainer.run_info["train_splits"] = [str(Path(path).resolve()) for path in args.train]
             result = trainer.fit(run.train, dev, resume=args.resume)
     finally:
         shutdown(context)
@@ -180,8 +183,10 @@ def add_parser(sub) -> None:
                        description="Train a learned pillar re-ranker with a named recipe (--recipe); flags "
                                    "override single settings of the recipe.",
                        epilog=recipes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True, help="training split .npz: a bundle or neighbour lists "
-                                                  "(`pillargraph neighbors`)")
+    p.add_argument("--train", required=True, nargs="+", metavar="TRAIN.npz",
+                   help="training split .npz: a bundle or neighbour lists (`pillargraph neighbors`); several "
+                        "bundles (e.g. the same images scored by several base models) train one model on all "
+                        "of them, each cut into the recipe's episodes")
     p.add_argument("--dev", required=True, help="dev split .npz, bundle or neighbour lists (model and "
                                                 "fusion-weight selection; lists need depth 11+ for R@10)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, config.json, metrics.jsonl)")

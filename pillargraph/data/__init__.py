@@ -5,7 +5,7 @@ from .caption_proxy import ProxyEmbeddings, caption_proxy_bundle, caption_proxy_
 from .captions import (CaptionSplit, captions_root, encode_caption_split, list_caption_splits,
                        load_caption_split, read_captions)
 from .embedding_cache import EmbeddingCache
-from .episodes import EpisodicSimilarity, as_episodes
+from .episodes import EpisodicSimilarity, as_episodes, mix_splits
 from .partition import episode_partition
 from .files import load_embeddings, load_split, npz_format
 from .positives import (COCO5K_SHAPE, ECCV_CXC_KEYS, POSITIVE_SOURCES, check_coco5k_bundle, coco5k_anchor,
@@ -23,6 +23,7 @@ __all__ = [
     "NeighborLists",
     "EpisodicSimilarity",
     "as_episodes",
+    "mix_splits",
     "episode_partition",
     "load_split",
     "load_embeddings",

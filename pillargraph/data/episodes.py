@@ -32,7 +32,7 @@ from .neighbors import NeighborLists
 from .partition import episode_partition, episode_sizes_label, episode_texts
 from .source import check_kind
 
-__all__ = ["EpisodicSimilarity", "as_episodes"]
+__all__ = ["EpisodicSimilarity", "as_episodes", "mix_splits"]
 
 # Rows ranked per torch.topk call (bounds the [rows, gallery] temporary).
 _TOPK_CHUNK = 4096
@@ -253,8 +253,47 @@ class EpisodicSimilarity:
                 f"episode_images={episode_sizes_label(sizes)}, intra={intra})")
 
 
-def as_episodes(split: Union[SimilarityBundle, NeighborLists, "EpisodicSimilarity"], sizes: Sequence[int],
-                seed: int = 0, name: str = "train") -> Union[NeighborLists, "EpisodicSimilarity"]:
+def mix_splits(splits: Sequence[Union[SimilarityBundle, "EpisodicSimilarity"]],
+               name: str = "train") -> "EpisodicSimilarity":
+    """Several dense training splits as one: every episode of each (a bundle is one episode), ids laid end to end.
+
+    One re-ranker trained on several base models' scores at once (e.g. the
+    same training images scored by two backbones) sees more than one level of
+    base reliability; on the caption proxy such a model transfers to a scorer
+    it has never seen far better than one trained on a single scorer
+    (``benchmarks/transfer_mixed.py``). The splits need not share images or
+    sizes; intra-modal matrices must be in all or none. Cut each split into its
+    episodes first (:func:`as_episodes` does both for a list of splits).
+
+    Args:
+        splits: the training splits, dense bundles or dense episodes.
+        name: how error messages call the splits (e.g. their file names).
+
+    Raises:
+        ValueError: no splits, neighbour lists among them (they hold no dense
+            episodes to mix; naming which one), or intra matrices in some only.
+    """
+    splits = list(splits)
+    if not splits:
+        raise ValueError(f"{name}: expected one or more training splits to mix, got none")
+    episodes: List[SimilarityBundle] = []
+    for i, split in enumerate(splits):
+        if isinstance(split, EpisodicSimilarity):
+            episodes += [split.episode(e) for e in range(split.num_episodes)]
+        elif isinstance(split, SimilarityBundle):
+            episodes.append(split)
+        else:
+            raise ValueError(f"{name} (split {i + 1} of {len(splits)}): only dense bundles can be mixed with other "
+                             f"splits, got {type(split).__name__}")
+    try:
+        return EpisodicSimilarity(episodes)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+def as_episodes(split: Union[SimilarityBundle, NeighborLists, "EpisodicSimilarity",
+                             Sequence[Union[SimilarityBundle, "EpisodicSimilarity"]]], sizes: Sequence[int],
+                seed: int = 0, name: str = "train") -> Union[SimilarityBundle, NeighborLists, "EpisodicSimilarity"]:
     """A training split in the episodes of ``sizes`` (:func:`~pillargraph.data.partition.episode_partition`).
 
     A dense bundle is cut here; neighbour lists must already have been searched
@@ -262,17 +301,22 @@ def as_episodes(split: Union[SimilarityBundle, NeighborLists, "EpisodicSimilarit
     since lists over the whole split do not hold an episode's own neighbours
     (unless the split is smaller than one episode).
     Empty ``sizes`` returns ``split`` unchanged (training on the whole split).
+    A list of dense splits (e.g. one per base scorer) is cut split by split and
+    mixed into one (:func:`mix_splits`).
 
     Args:
-        split: the training split.
+        split: the training split, or a list of dense ones.
         sizes: images per episode (cycled), or ``()`` for none.
         seed: the partition's seed (default: :obj:`0`).
         name: how error messages call the split (e.g. its file name).
 
     Raises:
         ValueError: lists over the whole split, lists searched in episodes of other
-            sizes, or sizes the split cannot fill.
+            sizes, sizes the split cannot fill, or lists in a list of splits.
     """
+    if isinstance(split, (list, tuple)):
+        return mix_splits([s if isinstance(s, NeighborLists) else as_episodes(s, sizes, seed, name) for s in split],
+                          name)
     if not sizes or isinstance(split, EpisodicSimilarity):
         return split
     label = episode_sizes_label(sizes)

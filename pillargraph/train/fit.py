@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import torch
 
 from ..bundle import SimilarityBundle
+from ..data.episodes import mix_splits
 from ..graphs import PillarGraphBuilder
 from ..nn import PillarReranker
 from ..rerank import combine_any, direction_scores, rerank_scores
@@ -98,7 +99,9 @@ def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mappin
     Args:
         train: the training split: a :class:`~pillargraph.SimilarityBundle`,
             :class:`~pillargraph.data.NeighborLists` or any
-            :class:`~pillargraph.data.SimilaritySource` (e.g. episodes).
+            :class:`~pillargraph.data.SimilaritySource` (e.g. episodes); or a
+            list of dense splits, e.g. one per base scorer, each cut into the
+            recipe's episodes and all mixed into one (:func:`~pillargraph.data.mix_splits`).
         dev: the selection split.
         builder: a builder, or its keyword arguments (default: ``PillarGraphBuilder()``).
         model: a :class:`~pillargraph.nn.PillarReranker` built for ``builder``, or
@@ -125,6 +128,8 @@ def fit_reranker(train: Any, dev: Any, builder: Union[PillarGraphBuilder, Mappin
         recipe, builder, net, config, train, run_info = (run.recipe, run.builder, run.model, run.config, run.train,
                                                          run.run_info)
     else:
+        if isinstance(train, (list, tuple)):
+            train = mix_splits(train)
         if not isinstance(builder, PillarGraphBuilder):
             builder = PillarGraphBuilder(**dict(builder or {}))
         config = config or TrainConfig()

@@ -216,8 +216,8 @@ def prepare_run(recipe: Union[str, Recipe, None], train: Any, seed: int = 0, epi
                 name: str = "train") -> RecipeRun:
     """Everything a recipe decides for one run: builder, model (initialised from ``seed``), config, and
     ``train`` cut into the recipe's episodes (:func:`~pillargraph.data.as_episodes`, seeded by
-    ``episode_seed``). The one sequence the command line, :func:`~pillargraph.train.fit_reranker` and the
-    benchmarks share.
+    ``episode_seed``; a list of dense splits is cut split by split and mixed into one). The one sequence the
+    command line, :func:`~pillargraph.train.fit_reranker` and the benchmarks share.
 
     Raises:
         ValueError: an unknown recipe, an invalid setting, or a training split that cannot be cut

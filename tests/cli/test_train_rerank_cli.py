@@ -59,6 +59,27 @@ def test_fusion_outputs_option_reaches_the_checkpoint(files, capsys):
     assert model_from_checkpoint(run / "best.pt").fusion_weights["output"] == "directions"
 
 
+def test_several_training_splits_train_one_model_on_all_of_them(files, capsys):
+    """`--train A.npz B.npz`: e.g. the same images under two base scorers; each cut into the recipe's episodes."""
+    other = files / "train.other.npz"
+    synthetic_splits(40, 20, 20, seed=7)[0].save(other)
+    steps = {}
+    for name, train in (("one", [files / "train.npz"]), ("two", [files / "train.npz", other])):
+        run = files / f"run-{name}-scorer"
+        assert main(["train", "--train", *map(str, train), "--dev", str(files / "dev.npz"), "--out", str(run),
+                     "--episode-images", "20", *SMALL, "--batch-size", "8"]) == 0
+        assert json.loads(capsys.readouterr().out)["epochs_run"] == 1
+        steps[name] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        assert json.loads((run / "config.json").read_text())["train_splits"] == [str(p.resolve()) for p in train]
+    assert steps["two"] == 2 * steps["one"]  # both splits' graphs, one epoch
+    lists = files / "train.lists.npz"
+    assert main(["neighbors", str(files / "train.npz"), "--k", "12", "--out", str(lists), "--quiet"]) == 0
+    assert main(["train", "--train", str(files / "train.npz"), str(lists), "--dev", str(files / "dev.npz"),
+                 "--out", str(files / "run-mixed-lists"), *SMALL]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(split 2 of 2): only dense bundles can be mixed" in err[0]
+
+
 def test_bad_inputs_are_one_line_errors(files, capsys):
     assert main(["rerank", "--checkpoint", str(files / "missing.pt"), str(files / "test.npz"),
                  "--out", str(files / "x.npz")]) == 2

@@ -160,3 +160,33 @@ def test_episodic_lists_refuse_an_entry_of_another_episode():
         NeighborLists(**state, image_episode=torch.arange(11) % 2)
     with pytest.raises(ValueError, match="image_episode: expected 11"):
         NeighborLists(**state, image_episode=torch.zeros(3, dtype=torch.long))
+
+
+def test_mixed_splits_hold_every_episode_of_each_split_in_order():
+    from pillargraph.data import as_episodes, mix_splits
+    a, b = random_bundle(n=8, per=2, d=4, seed=1), random_bundle(n=5, per=3, d=4, seed=2)
+    mixed = mix_splits([EpisodicSimilarity.from_bundle(a, (4,)), b])
+    assert (mixed.num_episodes, mixed.num_images, mixed.num_texts) == (3, 13, 31)
+    assert mixed.episode_sizes == [4, 4, 5]
+    torch.testing.assert_close(mixed.episode(2).sim_t2t, b.sim_t2t)
+    # as_episodes cuts each split of a list into the episodes, then mixes them
+    cut = as_episodes([a, random_bundle(n=8, per=2, d=4, seed=3)], (4,), seed=5)
+    assert cut.episode_sizes == [4, 4, 4, 4]
+    alone = EpisodicSimilarity.from_bundle(a, (4,), seed=5)
+    for e in range(2):
+        torch.testing.assert_close(cut.episode(e).sim_i2t, alone.episode(e).sim_i2t)
+    # the episodes answer as themselves: top-k within each, ids laid end to end
+    idx, _ = mixed.topk("i2i", 3)
+    assert torch.equal(idx[8:] - 8, torch.topk(b.sim_i2i, 3, dim=1).indices)
+
+
+def test_mixed_splits_refuse_lists_and_an_empty_list():
+    from pillargraph.data import NeighborLists, as_episodes, mix_splits
+    img, txt, t2i, img_intra, txt_intra = _emb()
+    lists = NeighborLists.from_embeddings(img, txt, t2i, 6, img_intra, txt_intra, backend="torch")
+    with pytest.raises(ValueError, match=r"a.npz b.npz \(split 2 of 2\): only dense bundles can be mixed"):
+        as_episodes([random_bundle(), lists], (), name="a.npz b.npz")
+    with pytest.raises(ValueError, match="train: expected one or more training splits"):
+        mix_splits([])
+    with pytest.raises(ValueError, match="train: .*sim_i2i"):
+        mix_splits([random_bundle(seed=1), random_bundle(seed=2, intra=False)])
