@@ -323,6 +323,22 @@ def run(args, payload: Dict[str, Any], out: Path) -> None:
             write(payload, out, complete=False)
 
 
+def start_payload(script: str, args, argv: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """A transfer run's results before any cell: its command, the proxy note and its config (every option, the
+    models folder as :func:`~benchmarks.common.portable_file` writes it, each recipe's record, torch threads)."""
+    config = dict(vars(args), models=args.models and portable_file(args.models),
+                  recipe_records={n: recipe_for(n, args.epochs).record() for n in args.recipes},
+                  torch_threads=torch.get_num_threads())
+    return {"command": command_line(script, argv), "note": PROXY_NOTE, "config": config, "models": {},
+            "base_rsum": {}, "cells": []}
+
+
+def stamp(payload: Dict[str, Any], t0: float) -> None:
+    """Record the run's wall time since ``t0`` and its peak RSS in ``payload``."""
+    payload["seconds"] = round(time.perf_counter() - t0, 1)
+    payload["peak_rss_gib"] = round(peak_rss_gib(), 2)
+
+
 def check_args(args) -> None:
     """Parse the list options in place; ValueError naming the flag."""
     args.combos = [f"{c}:{i}" for c, i in (parse_combo(x, "--combos") for x in parse_list(args.combos, "--combos"))]
@@ -369,13 +385,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_args(args)
     except ValueError as err:
         p.error(str(err))
-    command = command_line("benchmarks/transfer.py", argv)
-    config = {k: v for k, v in vars(args).items()}
-    config["models"] = args.models and portable_file(args.models)
-    config["recipe_records"] = {n: recipe_for(n, args.epochs).record() for n in args.recipes}
-    config["torch_threads"] = torch.get_num_threads()
-    payload: Dict[str, Any] = {"command": command, "note": PROXY_NOTE, "config": config, "models": {},
-                               "base_rsum": {}, "cells": []}
+    payload = start_payload("benchmarks/transfer.py", args, argv)
     t0 = time.perf_counter()
     out = Path(args.out)
     if args.models:  # every folder checked before anything is trained
@@ -385,8 +395,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ValueError as err:
             p.error(str(err))
     run(args, payload, out)
-    payload["seconds"] = round(time.perf_counter() - t0, 1)
-    payload["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    stamp(payload, t0)
     write(payload, out, complete=True)
     print(markdown(payload))
     return 0

@@ -27,11 +27,11 @@ every target above its base). Writes ``OUT.md`` (command first) and ``OUT.json``
 (config, every number, every model's fusion), each atomically; models are kept in
 ``--models`` (``ROOT/A+B+.../RECIPE/seedS``) so a rerun only re-ranks.
 
-Time: with 5 combos, 3,000 training images and 1 epoch, one thread: about 45
-minutes per recipe and seed (five leave-one-out models on four combos' episodes
-and one on all five, about 1.7 minutes per combo's episodes), plus about 5
-minutes of re-ranking (15 cells); about 6 minutes per recipe and seed when every
-model is in ``--models``.
+Time: with 5 combos, 3,000 training images and 1 epoch, one thread (two jobs on
+the 2-core machine): about 45 minutes per seed for ``inductive`` and 55 for
+``transductive`` (one model on all five combos, 8-11 minutes, and five
+leave-one-out models on four, 6-10 minutes each), plus a few minutes of
+re-ranking (15 cells); only the re-ranking when every model is in ``--models``.
 
     python benchmarks/transfer_mixed.py [--combos A,B,...] [--recipes inductive,transductive] [--seeds 0]
         [--train-images 3000] [--epochs N] [--models DIR] [--limit N] [--out benchmarks/results/transfer_mixed]
@@ -53,17 +53,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
 from pillargraph.bundle import SimilarityBundle
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.nn import PillarReranker
 from pillargraph.rerank import model_builder, rerank_scores, select_fusion_weights
 from pillargraph.train import Recipe, TrainConfig, fit_reranker
 
-from benchmarks.common import (PROXY_NOTE, ProxyTrain, claim_model_dir, command_line, description, load_finished, log,
+from benchmarks.common import (PROXY_NOTE, ProxyTrain, claim_model_dir, description, load_finished, log,
                                mean_std, peak_rss_gib, portable_file, recipe_for, write_results)
-from benchmarks.transfer import DEFAULT_COMBOS, SETTINGS, Source, Target, cell, check_args, source_models
+from benchmarks.transfer import (DEFAULT_COMBOS, SETTINGS, Source, Target, cell, check_args, source_models, stamp,
+                                start_payload)
 
 #: The models of each target's row: in-domain, all combos together, every combo but the target.
 MODELS = {"in_domain": "in-domain (trained on the target alone)", "all": "all combos together (target included)",
@@ -272,16 +271,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_mixed_args(args)
     except ValueError as err:
         p.error(str(err))
-    config = dict(vars(args), models=args.models and portable_file(args.models),
-                  recipe_records={n: recipe_for(n, args.epochs).record() for n in args.recipes},
-                  torch_threads=torch.get_num_threads())
-    payload: Dict[str, Any] = {"command": command_line("benchmarks/transfer_mixed.py", argv), "note": PROXY_NOTE,
-                               "config": config, "models": {}, "base_rsum": {}, "cells": []}
+    payload = start_payload("benchmarks/transfer_mixed.py", args, argv)
     t0 = time.perf_counter()
     out = Path(args.out)
     run(args, payload, out)
-    payload["seconds"] = round(time.perf_counter() - t0, 1)
-    payload["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    stamp(payload, t0)
     write(payload, out, complete=True)
     print(markdown(payload))
     return 0
