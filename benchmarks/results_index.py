@@ -84,6 +84,10 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
         "base_scorers": f"each base scorer alone (minilm, tfidf, bm25, lsa), Flickr30K test and COCO 1K ({PROXY})",
         "generalization": f"every recipe on every base-scorer combo, Flickr30K test, 3 seeds ({PROXY})",
         "transfer": f"a model trained on one combo re-ranking another combo's test split, 3 seeds ({PROXY})",
+        "transfer_mixed_inductive": f"inductive models trained on several combos at once: each combo re-ranked by "
+                                    f"a model that never saw it, 2 seeds ({PROXY})",
+        "transfer_mixed_transductive": f"transductive models trained on several combos at once: each combo re-ranked "
+                                       f"by a model that never saw it, 2 seeds ({PROXY})",
         "layers_f30k": f"every GNN layer type and the ablations in the inductive recipe, tfidf:minilm and "
                        f"minilm:minilm, 3 seeds ({PROXY})",
     },
