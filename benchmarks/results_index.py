@@ -84,6 +84,8 @@ DESCRIPTIONS: Dict[str, Dict[str, str]] = {
         "base_scorers": f"each base scorer alone (minilm, tfidf, bm25, lsa), Flickr30K test and COCO 1K ({PROXY})",
         "generalization": f"every recipe on every base-scorer combo, Flickr30K test, 3 seeds ({PROXY})",
         "transfer": f"a model trained on one combo re-ranking another combo's test split, 3 seeds ({PROXY})",
+        "transfer_epochs4": f"control for transfer_mixed: single-combo inductive models trained 4 epochs (4 times the "
+                            f"compute) on tfidf:minilm and minilm:minilm, transferred both ways, 1 seed ({PROXY})",
         "transfer_mixed_inductive": f"inductive models trained on several combos at once: each combo re-ranked by "
                                     f"a model that never saw it, 2 seeds ({PROXY})",
         "transfer_mixed_transductive": f"transductive models trained on several combos at once: each combo re-ranked "
