@@ -56,7 +56,7 @@ if __package__ in (None, ""):
 from pillargraph.bundle import SimilarityBundle
 from pillargraph.graphs import PillarGraphBuilder
 from pillargraph.nn import PillarReranker
-from pillargraph.rerank import model_builder, rerank_scores, select_fusion_weights
+from pillargraph.rerank import best_fusion_weights, model_builder, rerank_scores, select_fusion_weights
 from pillargraph.train import Recipe, TrainConfig, fit_reranker
 
 from benchmarks.common import (PROXY_NOTE, ProxyTrain, claim_model_dir, description, load_finished, log,
@@ -95,7 +95,7 @@ def pooled_fusion(model: PillarReranker, builder: PillarGraphBuilder, devs: Sequ
                                         scored=rerank_scores(model, t.splits["dev"], builder, t.graphs("dev", builder))
                                         ).table for t in devs]
         mean = {k: sum(t[k] for t in tables) / len(tables) for k in tables[0]}
-        wi, wt = max(mean, key=lambda k: (round(mean[k], 6), -k[0] - k[1]))
+        wi, wt = best_fusion_weights(mean)
         if best is None or round(mean[(wi, wt)], 6) > round(best["dev_rsum_mean"], 6):
             best = {"i2t": wi, "t2i": wt, "output": output, "dev_rsum_mean": mean[(wi, wt)],
                     "dev_base_rsum_mean": mean[(0.0, 0.0)]}

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -59,7 +59,7 @@ __all__ = ["rerank", "rerank_scores", "score_graphs", "write_back", "mapped_scor
            "select_fusion_weights",
            "FusionChoice", "OUTPUTS", "combine_lists", "combine_any", "evaluate_any", "DEFAULT_FUSION_GRID", "Scored",
            "direction_scores", "resolve_fusion", "fusion_for_output", "model_builder", "DEFAULT_FUSION_OUTPUTS",
-           "check_outputs", "rerank_queries", "DenseFusion"]
+           "check_outputs", "rerank_queries", "DenseFusion", "best_fusion_weights"]
 
 #: What :func:`rerank` can return (see the module docstring).
 OUTPUTS = ("fused", "directions", "i2t", "t2i")
@@ -588,6 +588,13 @@ def check_outputs(output: Union[str, Sequence[str]], name: str = "output") -> Tu
     return tuple(dict.fromkeys(outputs))
 
 
+def best_fusion_weights(table: Mapping[Tuple[float, float], float]) -> Tuple[float, float]:
+    """The ``(w_i2t, w_t2i)`` of ``table`` (dev rSum by weight pair) with the highest rSum (compared to 6
+    decimals); ties go to the smaller weights, nearer the base ranking. The rule of :func:`select_fusion_weights`,
+    for callers that pool tables of several dev splits."""
+    return max(table, key=lambda k: (round(table[k], 6), -k[0] - k[1]))
+
+
 def select_fusion_weights(model: torch.nn.Module, dev: Split,
                           builder: Optional[PillarGraphBuilder] = None,
                           grid: Sequence[float] = DEFAULT_FUSION_GRID,
@@ -617,7 +624,7 @@ def select_fusion_weights(model: torch.nn.Module, dev: Split,
     else:
         tables = {o: {(wi, wt): evaluate_any(combine_any(dev, scored, wi, wt, o))["rsum"]
                       for wi, wt in itertools.product(grid, grid)} for o in outputs}
-    best = {o: max(t, key=lambda k: (round(t[k], 6), -k[0] - k[1])) for o, t in tables.items()}
+    best = {o: best_fusion_weights(t) for o, t in tables.items()}
     chosen = max(outputs, key=lambda o: (round(tables[o][best[o]], 6), -outputs.index(o)))
     table, (wi, wt) = tables[chosen], best[chosen]
     per_output = {o: {"i2t": best[o][0], "t2i": best[o][1], "dev_rsum": tables[o][best[o]]} for o in outputs}

@@ -160,3 +160,10 @@ def test_fusion_selection_chooses_the_output_mode_on_dev():
         select_fusion_weights(None, dev, builder, output=("fused", "both"), scored=scored)
     with pytest.raises(ValueError, match="output: empty; name one or more output modes"):
         select_fusion_weights(None, dev, builder, output=(), scored=scored)
+
+
+def test_best_fusion_weights_prefers_the_higher_rsum_then_the_smaller_weights():
+    from pillargraph.rerank import best_fusion_weights
+    assert best_fusion_weights({(0.0, 0.0): 400.0, (0.5, 1.0): 410.0, (1.0, 1.0): 405.0}) == (0.5, 1.0)
+    # equal to 6 decimals: the pair nearer the base ranking wins
+    assert best_fusion_weights({(1.0, 1.0): 410.0, (0.5, 0.5): 410.0 - 1e-9, (0.0, 0.0): 400.0}) == (0.5, 0.5)
